@@ -77,7 +77,10 @@ pub(crate) fn check_text(field: &'static str, text: &str, max: usize) -> Result<
     }
     let length = text.chars().count();
     if length > max {
-        return Err(Error::invalid(field, format!("is {length} characters, at most {max} allowed")));
+        return Err(Error::invalid(
+            field,
+            format!("is {length} characters, at most {max} allowed"),
+        ));
     }
     if text.contains('\0') {
         return Err(Error::invalid(field, "must not contain a NUL character"));

@@ -311,8 +311,7 @@ impl Job<Executing> {
     /// Completes the job with Greenlight's result.
     #[must_use]
     pub fn complete(self, result: Value, now: DateTime<Utc>) -> Job<Complete> {
-        let state =
-            Complete { started_at: Some(self.state.started_at), completed_at: now, result };
+        let state = Complete { started_at: Some(self.state.started_at), completed_at: now, result };
         Self::with(self.data, state)
     }
 
@@ -325,8 +324,7 @@ impl Job<Executing> {
         let error = sanitize_error(error);
 
         if failure > data.max_retries {
-            let state =
-                Failed { started_at: Some(self.state.started_at), failed_at: now, error };
+            let state = Failed { started_at: Some(self.state.started_at), failed_at: now, error };
             return FailOutcome::Failed(Self::with(data, state));
         }
 

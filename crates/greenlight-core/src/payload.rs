@@ -121,7 +121,6 @@ pub const MAX_ERROR_CHARS: usize = 8 * 1024;
 /// refuses in text, are dropped, the text is cut to [`MAX_ERROR_CHARS`], and
 /// an empty message becomes "unknown error" (a failed job always says why).
 pub fn sanitize_error(message: &str) -> String {
-    let text: String =
-        message.chars().filter(|&c| c != '\0').take(MAX_ERROR_CHARS).collect();
+    let text: String = message.chars().filter(|&c| c != '\0').take(MAX_ERROR_CHARS).collect();
     if text.trim().is_empty() { "unknown error".to_owned() } else { text }
 }

@@ -31,7 +31,8 @@ pub enum Status {
 
 impl Status {
     /// All four, in the order of the state picture.
-    pub const ALL: [Status; 4] = [Status::Pending, Status::Executing, Status::Complete, Status::Failed];
+    pub const ALL: [Status; 4] =
+        [Status::Pending, Status::Executing, Status::Complete, Status::Failed];
 
     /// The text form stored in the `status` column.
     pub const fn as_str(self) -> &'static str {

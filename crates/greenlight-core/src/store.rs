@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
-    AnyJob, Complete, Error, ExecutionId, Executing, FailOutcome, Failed, Job, JobId, LearnerId,
+    AnyJob, Complete, Error, Executing, ExecutionId, FailOutcome, Failed, Job, JobId, LearnerId,
     NewJob, Pending, Result, Status, WorkerId,
 };
 
