@@ -291,6 +291,10 @@ pub struct Stats {
     /// How long the oldest ready job has been ready (now minus its
     /// `run_at`), if any is.
     pub oldest_ready_age: Option<Duration>,
+    /// How long until the soonest pending job that is not ready yet becomes
+    /// ready (its `run_at` minus now), if any is waiting. With `ready`, this
+    /// tells a draining worker whether retries are still due soon.
+    pub next_scheduled_in: Option<Duration>,
 }
 
 impl Stats {
