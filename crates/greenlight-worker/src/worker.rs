@@ -1,0 +1,727 @@
+//! The worker: claims jobs, runs them, and writes their outcomes.
+//!
+//! One main task claims jobs into free slots and spawns a task per job; a
+//! completer task batches completions; a maintenance task runs the rescuer
+//! and the pruner. All of them live in one [`JoinSet`] tree owned by the
+//! main task, so aborting the main task (a crash, in tests) stops
+//! everything at once without writing anything, exactly like a killed
+//! process.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::{FutureExt, StreamExt};
+use greenlight_core::{
+    ClaimRequest, Error, Executing, FailOutcome, Failure, Job, PruneRequest, Status, Store,
+    Wakeups, WorkerId,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::backoff::Backoff;
+use crate::completer::{self, Completion, CompletionSender};
+use crate::executor::{ExecuteError, Executor, JobContext};
+use crate::metrics::{Counters, Metrics};
+use crate::{Retention, WorkerConfig};
+
+/// State shared by the worker's tasks.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn Store>,
+    executor: Arc<dyn Executor>,
+    config: WorkerConfig,
+    counters: Counters,
+    /// Fired when shutdown begins: no more claims.
+    stop_claiming: CancellationToken,
+    /// Fired when the grace period is over: running jobs are cancelled and
+    /// given back.
+    pub(crate) hard_stop: CancellationToken,
+}
+
+/// A worker, ready to start. Made with [`Worker::builder`].
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("config", &self.shared.config).finish_non_exhaustive()
+    }
+}
+
+/// Sets up a [`Worker`]; see [`WorkerConfig`] for every default.
+#[must_use]
+pub struct WorkerBuilder {
+    store: Arc<dyn Store>,
+    executor: Arc<dyn Executor>,
+    config: WorkerConfig,
+}
+
+impl std::fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerBuilder").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl WorkerBuilder {
+    /// Replaces every setting at once.
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// See [`WorkerConfig::worker_id`].
+    pub fn worker_id(mut self, worker_id: WorkerId) -> Self {
+        self.config.worker_id = worker_id;
+        self
+    }
+
+    /// See [`WorkerConfig::concurrency`]. Also raises the batch size to
+    /// match when it was left at its default.
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        if self.config.batch_size == WorkerConfig::default().batch_size {
+            self.config.batch_size = concurrency;
+        }
+        self.config.concurrency = concurrency;
+        self
+    }
+
+    /// See [`WorkerConfig::batch_size`].
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.config.batch_size = batch_size;
+        self
+    }
+
+    /// See [`WorkerConfig::lease`].
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.config.lease = lease;
+        self
+    }
+
+    /// See [`WorkerConfig::poll_interval`].
+    pub fn poll_interval(mut self, poll_interval: Duration) -> Self {
+        self.config.poll_interval = poll_interval;
+        self
+    }
+
+    /// See [`WorkerConfig::shutdown_grace`].
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.config.shutdown_grace = grace;
+        self
+    }
+
+    /// See [`WorkerConfig::job_timeout`].
+    pub fn job_timeout(mut self, timeout: Duration) -> Self {
+        self.config.job_timeout = Some(timeout);
+        self
+    }
+
+    /// See [`WorkerConfig::rescue_interval`].
+    pub fn rescue_interval(mut self, interval: Duration) -> Self {
+        self.config.rescue_interval = interval;
+        self
+    }
+
+    /// See [`WorkerConfig::retention`].
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.config.retention = retention;
+        self
+    }
+
+    /// See [`WorkerConfig::drain`].
+    pub fn drain(mut self, drain: bool) -> Self {
+        self.config.drain = drain;
+        self
+    }
+
+    /// Checks the settings and makes the worker.
+    pub fn build(self) -> Result<Worker, Error> {
+        self.config.validate()?;
+        let shared = Shared {
+            store: self.store,
+            executor: self.executor,
+            config: self.config,
+            counters: Counters::default(),
+            stop_claiming: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
+        };
+        Ok(Worker { shared: Arc::new(shared) })
+    }
+}
+
+impl Worker {
+    /// Starts setting up a worker that runs `executor` on jobs from `store`.
+    pub fn builder(store: Arc<dyn Store>, executor: impl Executor) -> WorkerBuilder {
+        WorkerBuilder { store, executor: Arc::new(executor), config: WorkerConfig::default() }
+    }
+
+    /// The worker's settings.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.shared.config
+    }
+
+    /// Starts the worker on the current tokio runtime.
+    pub fn spawn(self) -> WorkerHandle {
+        let task = tokio::spawn(run(Arc::clone(&self.shared)));
+        WorkerHandle { shared: self.shared, task: Some(task) }
+    }
+
+    /// Runs the worker until `signal` resolves (say, [`shutdown_signal`]),
+    /// then shuts down gracefully; or, in drain mode, until the queue is
+    /// drained. Returns the final counters.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> Metrics {
+        let mut handle = self.spawn();
+        tokio::select! {
+            () = signal => handle.shutdown().await,
+            metrics = handle.join() => metrics,
+        }
+    }
+}
+
+/// Controls a running worker.
+///
+/// Dropping the handle aborts the worker on the spot, as a crash would:
+/// running jobs are neither completed nor given back, and their leases
+/// expire for the rescuer to take. Call [`WorkerHandle::shutdown`] for a
+/// clean stop.
+#[must_use = "dropping the handle aborts the worker"]
+pub struct WorkerHandle {
+    shared: Arc<Shared>,
+    task: Option<JoinHandle<Metrics>>,
+}
+
+impl std::fmt::Debug for WorkerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerHandle")
+            .field("worker_id", &self.shared.config.worker_id)
+            .field("metrics", &self.metrics())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerHandle {
+    /// The counters so far.
+    pub fn metrics(&self) -> Metrics {
+        self.shared.counters.snapshot()
+    }
+
+    /// The worker's id, as stored in its leases.
+    pub fn worker_id(&self) -> &WorkerId {
+        &self.shared.config.worker_id
+    }
+
+    /// Whether the worker has stopped (drained, or shut down).
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Stops claiming, lets running jobs finish within the grace period,
+    /// gives the rest back to pending without spending a retry, and returns
+    /// the final counters once all of that is written.
+    pub async fn shutdown(&mut self) -> Metrics {
+        self.shared.stop_claiming.cancel();
+        self.join().await
+    }
+
+    /// Waits for the worker to stop by itself (drain mode) or through
+    /// another caller's shutdown.
+    pub async fn join(&mut self) -> Metrics {
+        if let Some(task) = self.task.as_mut() {
+            if let Err(error) = task.await {
+                error!(%error, "the worker's main task failed");
+            }
+            self.task = None;
+        }
+        self.metrics()
+    }
+
+    /// Stops the worker at once, writing nothing, as if its process were
+    /// killed. For tests of crash recovery.
+    pub fn abort(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (Ctrl-C elsewhere): the signal a binary
+/// should pass to [`Worker::run_until`].
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut interrupt), Ok(mut terminate)) =
+            (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+        {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        } else {
+            warn!("cannot listen for SIGINT and SIGTERM; waiting for Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The main task.
+async fn run(shared: Arc<Shared>) -> Metrics {
+    let config = &shared.config;
+    let span = info_span!("worker", worker_id = %config.worker_id);
+    async {
+        info!(concurrency = config.concurrency, lease = ?config.lease, "worker started");
+        let mut services = JoinSet::new();
+        let (completions, completion_receiver) = mpsc::unbounded_channel();
+        services.spawn(completer::run(Arc::clone(&shared), completion_receiver).in_current_span());
+        services.spawn(maintain(Arc::clone(&shared)).in_current_span());
+
+        let mut jobs = JoinSet::new();
+        claim_loop(&shared, &mut jobs, &completions).await;
+
+        // Shutdown: running jobs get the grace period, then are cancelled
+        // and give themselves back.
+        let in_flight = jobs.len();
+        if in_flight > 0 {
+            info!(in_flight, grace = ?config.shutdown_grace, "waiting for running jobs");
+        }
+        let grace = tokio::time::sleep(config.shutdown_grace);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                joined = jobs.join_next() => if joined.is_none() { break },
+                () = &mut grace => {
+                    shared.hard_stop.cancel();
+                    break;
+                }
+            }
+        }
+        while jobs.join_next().await.is_some() {}
+
+        // Every job task has answered; closing the channel lets the
+        // completer finish, and stopping maintenance ends the rest.
+        drop(completions);
+        shared.hard_stop.cancel();
+        while services.join_next().await.is_some() {}
+        let metrics = shared.counters.snapshot();
+        info!(?metrics, "worker stopped");
+        metrics
+    }
+    .instrument(span)
+    .await
+}
+
+/// Claims into free slots until shutdown begins (or, in drain mode, the
+/// queue is drained).
+async fn claim_loop(shared: &Arc<Shared>, jobs: &mut JoinSet<()>, completions: &CompletionSender) {
+    let config = &shared.config;
+    let slots = Arc::new(Semaphore::new(config.concurrency));
+    let mut wakeups = subscribe(shared).await;
+    let mut backoff = Backoff::default();
+
+    loop {
+        if shared.stop_claiming.is_cancelled() {
+            return;
+        }
+        while jobs.try_join_next().is_some() {}
+
+        // Wait for a free slot; finished job tasks free theirs.
+        if slots.available_permits() == 0 {
+            tokio::select! {
+                () = shared.stop_claiming.cancelled() => return,
+                _ = jobs.join_next() => continue,
+            }
+        }
+
+        let limit = slots.available_permits().min(config.batch_size);
+        let request =
+            ClaimRequest { worker_id: config.worker_id.clone(), limit, lease: config.lease };
+        let claimed = match shared.store.claim(&request).await {
+            Ok(claimed) => {
+                backoff.reset();
+                claimed
+            }
+            Err(error) => {
+                let delay = backoff.next_delay();
+                if error.is_retryable() {
+                    warn!(%error, ?delay, "claiming failed; backing off");
+                } else {
+                    error!(%error, ?delay, "claiming failed; backing off");
+                }
+                tokio::select! {
+                    () = shared.stop_claiming.cancelled() => return,
+                    () = tokio::time::sleep(delay) => continue,
+                }
+            }
+        };
+
+        let count = claimed.len();
+        Counters::add(&shared.counters.claimed, count as u64);
+        for job in claimed {
+            let permit = Arc::clone(&slots)
+                .try_acquire_owned()
+                .expect("the claim asked for no more jobs than there were free slots");
+            jobs.spawn(run_job(Arc::clone(shared), job, permit, completions.clone()));
+        }
+        if count == limit {
+            // A full batch: more work is likely waiting.
+            continue;
+        }
+
+        if config.drain && jobs.is_empty() && is_drained(shared).await {
+            info!("queue drained");
+            return;
+        }
+
+        // Idle: wait for a wake-up, the poll interval, or shutdown. While
+        // draining, a job finishing is a reason to look again too.
+        tokio::select! {
+            () = shared.stop_claiming.cancelled() => return,
+            woke = next_wakeup(&mut wakeups) => {
+                if !woke {
+                    warn!("the wake-up stream ended; polling only");
+                    wakeups = None;
+                }
+            }
+            () = tokio::time::sleep(config.poll_interval) => {}
+            Some(_) = jobs.join_next(), if config.drain && !jobs.is_empty() => {}
+        }
+    }
+}
+
+async fn subscribe(shared: &Shared) -> Option<Wakeups> {
+    match shared.store.wakeups().await {
+        Ok(wakeups) => wakeups,
+        Err(error) => {
+            warn!(%error, "cannot subscribe to wake-ups; polling only");
+            None
+        }
+    }
+}
+
+/// Waits for the next wake-up; `false` when the stream ended. With no
+/// stream, never resolves.
+async fn next_wakeup(wakeups: &mut Option<Wakeups>) -> bool {
+    match wakeups {
+        Some(stream) => stream.next().await.is_some(),
+        None => std::future::pending().await,
+    }
+}
+
+async fn is_drained(shared: &Shared) -> bool {
+    match shared.store.stats().await {
+        Ok(stats) => {
+            let horizon = shared.config.drain_horizon;
+            stats.ready == 0
+                && stats.executing == 0
+                && stats.next_scheduled_in.is_none_or(|wait| wait > horizon)
+        }
+        Err(error) => {
+            warn!(%error, "cannot read the queue's stats to check for drain");
+            false
+        }
+    }
+}
+
+/// How a job's run ended, before its outcome is written.
+enum RunEnd {
+    Finished(Result<serde_json::Value, ExecuteError>),
+    Panicked(String),
+    TimedOut(Duration),
+    LeaseLost,
+    Shutdown,
+}
+
+/// Runs one job in its own task and span, holding a slot until its outcome
+/// is written.
+async fn run_job(
+    shared: Arc<Shared>,
+    job: Job<Executing>,
+    _slot: OwnedSemaphorePermit,
+    completions: CompletionSender,
+) {
+    let span = info_span!(
+        "job",
+        id = %job.id(),
+        attempt = job.attempt(),
+        learner_id = %job.learner_id(),
+    );
+    async move {
+        Counters::add(&shared.counters.in_flight, 1);
+        debug!("claimed");
+        let (end, latest) = execute(&shared, &job).await;
+        settle(&shared, latest, end, &completions).await;
+        shared.counters.in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Runs the executor beside the heartbeat, until the first of: the
+/// executor returns or panics, the lease is lost, the job times out, the
+/// grace period ends.
+async fn execute(shared: &Arc<Shared>, job: &Job<Executing>) -> (RunEnd, Job<Executing>) {
+    let held = Arc::new(Mutex::new(job.clone()));
+    let cancel = shared.hard_stop.child_token();
+    let context = JobContext::new(Arc::clone(&shared.store), Arc::clone(&held), cancel.clone());
+
+    let run = AssertUnwindSafe(shared.executor.execute(job, &context)).catch_unwind();
+    let timeout = async {
+        match shared.config.job_timeout {
+            Some(limit) => {
+                tokio::time::sleep(limit).await;
+                limit
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let end = tokio::select! {
+        biased;
+        outcome = run => match outcome {
+            Ok(result) => RunEnd::Finished(result),
+            Err(panic) => RunEnd::Panicked(panic_message(panic.as_ref())),
+        },
+        () = heartbeat(shared, &held) => RunEnd::LeaseLost,
+        limit = timeout => RunEnd::TimedOut(limit),
+        () = shared.hard_stop.cancelled() => RunEnd::Shutdown,
+    };
+    // Tell an executor still holding clones of the context to stop.
+    cancel.cancel();
+    let latest = held.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    (end, latest)
+}
+
+/// Extends the lease every third of its length; returns only when the
+/// lease is lost. A storage fault is logged and the next beat tried: the
+/// lease still has two thirds to run, and if it does expire the fencing
+/// token keeps the late outcome from being written.
+async fn heartbeat(shared: &Shared, held: &Mutex<Job<Executing>>) {
+    let lease = shared.config.lease;
+    let mut beats = tokio::time::interval(lease / 3);
+    beats.tick().await;
+    loop {
+        beats.tick().await;
+        let current = held.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        match shared.store.heartbeat(&current, lease).await {
+            Ok(extended) => {
+                let mut slot = held.lock().unwrap_or_else(PoisonError::into_inner);
+                // An execution id recorded while the beat was in flight is
+                // kept: the beat's answer may predate it.
+                *slot = match slot.data().execution_id.clone() {
+                    Some(id) if extended.data().execution_id.is_none() => {
+                        extended.record_execution_id(id)
+                    }
+                    _ => extended,
+                };
+            }
+            Err(Error::LeaseLost { .. }) => return,
+            Err(error) => warn!(%error, "heartbeat failed; the lease may run out"),
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(ToString::to_string)
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic payload".to_owned());
+    format!("executor panicked: {text}")
+}
+
+/// Writes a job's outcome.
+async fn settle(shared: &Shared, job: Job<Executing>, end: RunEnd, completions: &CompletionSender) {
+    match end {
+        RunEnd::Finished(Ok(result)) => complete(shared, job, result, completions).await,
+        RunEnd::Finished(Err(ExecuteError::Retryable(message))) | RunEnd::Panicked(message) => {
+            fail(shared, job, Failure::retryable(message)).await;
+        }
+        RunEnd::Finished(Err(ExecuteError::Permanent(message))) => {
+            fail(shared, job, Failure::permanent(message)).await;
+        }
+        RunEnd::TimedOut(limit) => {
+            fail(shared, job, Failure::retryable(format!("timed out after {limit:?}"))).await;
+        }
+        RunEnd::LeaseLost => lease_lost(shared),
+        RunEnd::Shutdown => release(shared, job).await,
+    }
+}
+
+fn lease_lost(shared: &Shared) {
+    Counters::add(&shared.counters.lease_lost, 1);
+    warn!("lease lost; the job was taken back and this outcome is dropped");
+}
+
+async fn complete(
+    shared: &Shared,
+    job: Job<Executing>,
+    result: serde_json::Value,
+    completions: &CompletionSender,
+) {
+    let (reply, answer) = oneshot::channel();
+    let completion = Completion { job: job.clone(), result, reply };
+    let outcome = match completions.send(completion) {
+        Ok(()) => answer
+            .await
+            .unwrap_or_else(|_| Err(Error::storage("the completer stopped before answering"))),
+        Err(_) => Err(Error::storage("the completer has stopped")),
+    };
+    match outcome {
+        Ok(_) => {
+            Counters::add(&shared.counters.completed, 1);
+            info!("completed");
+        }
+        Err(Error::LeaseLost { .. }) => lease_lost(shared),
+        Err(Error::InvalidInput { reason, .. }) => {
+            // A result the store cannot keep (too large, a NUL character)
+            // would be refused on every attempt: fail the job for good
+            // rather than leave it to expire and rerun.
+            let message = format!("the executor's result was refused: {reason}");
+            fail(shared, job, Failure::permanent(message)).await;
+        }
+        Err(error) => error!(
+            %error,
+            "cannot record the result; the lease will expire and the job will run again"
+        ),
+    }
+}
+
+async fn fail(shared: &Shared, job: Job<Executing>, failure: Failure) {
+    let message = failure.message.clone();
+    let outcome = with_retries(shared, || shared.store.fail(job.clone(), failure.clone())).await;
+    match outcome {
+        Ok(FailOutcome::Retrying(next)) => {
+            Counters::add(&shared.counters.retried, 1);
+            let delay = (next.data().run_at - chrono_now()).to_std().unwrap_or_default();
+            warn!(error = %message, retry_count = next.data().retry_count, ?delay, "attempt failed; retrying");
+        }
+        Ok(FailOutcome::Failed(failed)) => {
+            Counters::add(&shared.counters.failed, 1);
+            error!(error = %message, retry_count = failed.data().retry_count, "job failed for good");
+        }
+        Err(Error::LeaseLost { .. }) => lease_lost(shared),
+        Err(error) => error!(
+            %error,
+            "cannot record the failure; the lease will expire and the rescuer will count it"
+        ),
+    }
+}
+
+async fn release(shared: &Shared, job: Job<Executing>) {
+    match with_retries(shared, || shared.store.release(job.clone())).await {
+        Ok(_) => {
+            Counters::add(&shared.counters.released, 1);
+            info!("given back unrun at shutdown");
+        }
+        Err(Error::LeaseLost { .. }) => lease_lost(shared),
+        Err(error) => warn!(
+            %error,
+            "cannot give the job back; its lease will expire and the rescuer will take it"
+        ),
+    }
+}
+
+fn chrono_now() -> greenlight_core::chrono::DateTime<greenlight_core::chrono::Utc> {
+    greenlight_core::chrono::Utc::now()
+}
+
+/// After the grace period, a write still gets this many tries, so that a
+/// job is given back even while the database hiccups.
+const TRIES_AFTER_HARD_STOP: u32 = 5;
+
+/// Runs a store write, retrying with backoff while the storage is
+/// unavailable: until it answers, or a few tries after the grace period.
+async fn with_retries<T, F, Fut>(shared: &Shared, mut write: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let mut backoff = Backoff::default();
+    let mut tries_after_stop = 0;
+    loop {
+        match write().await {
+            Err(error) if error.is_retryable() && tries_after_stop < TRIES_AFTER_HARD_STOP => {
+                if shared.hard_stop.is_cancelled() {
+                    tries_after_stop += 1;
+                }
+                let delay = backoff.next_delay();
+                warn!(%error, ?delay, "storage unavailable; retrying the write");
+                tokio::time::sleep(delay).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Runs the rescuer now and then on its interval, and the pruner on its
+/// own, until shutdown begins.
+async fn maintain(shared: Arc<Shared>) {
+    let config = &shared.config;
+    let retention = config.retention;
+    let mut last_prune: Option<tokio::time::Instant> = None;
+    loop {
+        rescue(&shared).await;
+        let prune_due = last_prune.is_none_or(|at| at.elapsed() >= retention.interval);
+        if prune_due && (retention.complete.is_some() || retention.failed.is_some()) {
+            prune(&shared, &retention).await;
+            last_prune = Some(tokio::time::Instant::now());
+        }
+        tokio::select! {
+            () = shared.stop_claiming.cancelled() => return,
+            () = tokio::time::sleep(config.rescue_interval) => {}
+        }
+    }
+}
+
+async fn rescue(shared: &Shared) {
+    match shared.store.rescue_expired().await {
+        Ok(rescued) if rescued.total() > 0 => {
+            Counters::add(&shared.counters.rescued, rescued.total());
+            warn!(retried = rescued.retried, failed = rescued.failed, "rescued expired leases");
+        }
+        Ok(_) => debug!("no expired leases"),
+        Err(error) => warn!(%error, "rescuing expired leases failed"),
+    }
+}
+
+/// The most batches one pruning round deletes, so a backlog of old rows is
+/// worked off over several rounds instead of in one long burst.
+const MAX_PRUNE_BATCHES: usize = 20;
+
+async fn prune(shared: &Shared, retention: &Retention) {
+    let targets = [(Status::Complete, retention.complete), (Status::Failed, retention.failed)];
+    for (status, older_than) in targets {
+        let Some(older_than) = older_than else { continue };
+        let request = PruneRequest { status, older_than, batch_size: retention.batch_size };
+        for _ in 0..MAX_PRUNE_BATCHES {
+            match shared.store.prune(&request).await {
+                Ok(deleted) => {
+                    Counters::add(&shared.counters.pruned, deleted);
+                    if deleted > 0 {
+                        info!(%status, deleted, "pruned old jobs");
+                    }
+                    if deleted < retention.batch_size as u64 {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    warn!(%error, %status, "pruning failed");
+                    break;
+                }
+            }
+        }
+    }
+}
