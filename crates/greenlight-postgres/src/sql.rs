@@ -1,0 +1,223 @@
+//! The statements the store runs, in one place so their shapes can be read
+//! side by side.
+//!
+//! Conventions:
+//! - `$1` is the injected clock's time, or NULL, wherever time is read; every statement
+//!   reads "now" as `COALESCE($1, now())` once, in a `clock` CTE or inline,
+//!   so that without an injected clock the database's `now()` decides every
+//!   comparison (clock skew between workers cannot expire a lease early),
+//!   and with one the conformance suite drives time without sleeping.
+//! - Every write to an executing row is guarded by `status = 'executing'
+//!   AND attempt = $held`: the row count tells success from a lost lease.
+//! - No statement reads a row and then writes it in a second statement
+//!   without repeating that guard.
+
+/// Inserts a batch in one statement, skipping keys already used, and sends
+/// one NOTIFY for the whole statement when anything was inserted.
+///
+/// `unnest ... WITH ORDINALITY` turns the parallel arrays into rows and
+/// keeps the input order, so that of two rows with the same idempotency key
+/// the first is inserted and the second meets the conflict. `ON CONFLICT ...
+/// DO NOTHING` (not DO UPDATE) allows that second row in the same command.
+/// The `notified` CTE runs `pg_notify` once, guarded by EXISTS so that a
+/// batch that inserted nothing wakes nobody; the final WHERE references it
+/// in a subquery that PostgreSQL evaluates once (an `InitPlan`), never per row.
+pub(crate) const ENQUEUE: &str = "\
+WITH clock AS (SELECT COALESCE($1, now()) AS now),
+input AS (
+    SELECT *
+    FROM unnest($2, $3, $4, $5, $6, $7, $8, $9, $10, $11) WITH ORDINALITY
+        AS input(id, atom_id, learner_id, execution_id, request_payload, max_retries,
+                 priority, run_at, delay, idempotency_key, ordinal)
+),
+inserted AS (
+    INSERT INTO greenlight_queue
+        (id, atom_id, learner_id, execution_id, status, request_payload, queued_at,
+         run_at, retry_count, max_retries, attempt, priority, idempotency_key)
+    SELECT input.id, input.atom_id, input.learner_id, input.execution_id, 'pending',
+           input.request_payload, clock.now,
+           COALESCE(input.run_at, clock.now + COALESCE(input.delay, interval '0')),
+           0, input.max_retries, 0, input.priority, input.idempotency_key
+    FROM input CROSS JOIN clock
+    ORDER BY input.ordinal
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING *
+),
+notified AS (
+    SELECT pg_notify('greenlight_queue_ready', '') WHERE EXISTS (SELECT 1 FROM inserted)
+)
+SELECT inserted.* FROM inserted WHERE (SELECT count(*) FROM notified) >= 0";
+
+/// The jobs holding these idempotency keys, for the answers of an enqueue
+/// whose keys were already used.
+pub(crate) const BY_IDEMPOTENCY_KEYS: &str = "\
+SELECT * FROM greenlight_queue WHERE idempotency_key = ANY($1)";
+
+/// Claims in one statement. The CTE picks ready rows in claim order and
+/// locks them, skipping rows another claimer has locked (SKIP LOCKED: no
+/// waiting, and never the same row to two claimers); the UPDATE marks them
+/// executing with the next attempt and a lease. A row that another claim
+/// changed after this statement's snapshot is re-checked by FOR UPDATE
+/// against `status = 'pending'`, so it cannot be claimed twice.
+/// `idx_greenlight_queue_claim` serves the CTE in exactly this order.
+pub(crate) const CLAIM: &str = "\
+WITH clock AS (SELECT COALESCE($1, now()) AS now),
+ready AS (
+    SELECT id FROM greenlight_queue
+    WHERE status = 'pending' AND run_at <= (SELECT now FROM clock)
+    ORDER BY priority DESC, run_at, id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE greenlight_queue AS job
+SET status = 'executing',
+    attempt = job.attempt + 1,
+    started_at = clock.now,
+    worker_id = $3,
+    lease_expires_at = clock.now + $4
+FROM ready, clock
+WHERE job.id = ready.id
+RETURNING job.*";
+
+/// Extends a held lease.
+pub(crate) const HEARTBEAT: &str = "\
+UPDATE greenlight_queue
+SET lease_expires_at = COALESCE($1, now()) + $2
+WHERE id = $3 AND status = 'executing' AND attempt = $4
+RETURNING *";
+
+/// Stores the execution id of a held job.
+pub(crate) const RECORD_EXECUTION_ID: &str = "\
+UPDATE greenlight_queue
+SET execution_id = $1
+WHERE id = $2 AND status = 'executing' AND attempt = $3
+RETURNING *";
+
+/// Completes held jobs, one or many, in one statement. The lease, holder
+/// and last error go, as a complete job has none of them.
+pub(crate) const COMPLETE: &str = "\
+WITH clock AS (SELECT COALESCE($1, now()) AS now),
+input AS (SELECT * FROM unnest($2, $3, $4) AS input(id, attempt, result))
+UPDATE greenlight_queue AS job
+SET status = 'complete',
+    result_payload = input.result,
+    completed_at = clock.now,
+    error_message = NULL,
+    lease_expires_at = NULL,
+    worker_id = NULL
+FROM input, clock
+WHERE job.id = input.id AND job.status = 'executing' AND job.attempt = input.attempt
+RETURNING job.*";
+
+/// Records failed attempts of held jobs and decides, in SQL, retry or fail:
+/// failure number `retry_count + 1` is retried when it is at most
+/// `max_retries` and the failure is retryable, exactly as the core's
+/// `Job::fail` and `Job::fail_permanently` decide. The SET expressions all
+/// read the row as it was before this UPDATE, so `job.retry_count + 1` is
+/// this failure's number in every one of them.
+///
+/// The delay is the core's retry policy, computed in Rust per job from the
+/// same retry count and attempt and passed in; the guard on `retry_count`
+/// makes sure the delay was computed for the row being written. Used by
+/// `fail` (one job, `$8` false) and by the rescuer (many, `$8` true), which
+/// repeats the expiry check so that a heartbeat that got in first wins.
+pub(crate) const FAIL: &str = "\
+WITH clock AS (SELECT COALESCE($1, now()) AS now),
+input AS (
+    SELECT * FROM unnest($2, $3, $4, $5, $6, $7)
+        AS input(id, attempt, retry_count, message, retryable, delay)
+)
+UPDATE greenlight_queue AS job
+SET retry_count = job.retry_count + 1,
+    status = CASE WHEN input.retryable AND job.retry_count + 1 <= job.max_retries
+                  THEN 'pending' ELSE 'failed' END,
+    run_at = CASE WHEN input.retryable AND job.retry_count + 1 <= job.max_retries
+                  THEN clock.now + input.delay ELSE job.run_at END,
+    started_at = CASE WHEN input.retryable AND job.retry_count + 1 <= job.max_retries
+                      THEN NULL ELSE job.started_at END,
+    completed_at = CASE WHEN input.retryable AND job.retry_count + 1 <= job.max_retries
+                        THEN NULL ELSE clock.now END,
+    error_message = input.message,
+    lease_expires_at = NULL,
+    worker_id = NULL
+FROM input, clock
+WHERE job.id = input.id
+  AND job.status = 'executing'
+  AND job.attempt = input.attempt
+  AND job.retry_count = input.retry_count
+  AND (NOT $8 OR job.lease_expires_at <= clock.now)
+RETURNING job.*";
+
+/// Executing jobs whose lease has run out, oldest expiry first, with what
+/// the rescuer needs to compute each one's retry delay and message.
+pub(crate) const EXPIRED: &str = "\
+SELECT id, attempt, retry_count, worker_id
+FROM greenlight_queue
+WHERE status = 'executing' AND lease_expires_at <= COALESCE($1, now())
+ORDER BY lease_expires_at
+LIMIT $2";
+
+/// Gives a held job back unrun: pending at once, no retry spent.
+pub(crate) const RELEASE: &str = "\
+UPDATE greenlight_queue
+SET status = 'pending',
+    run_at = COALESCE($1, now()),
+    started_at = NULL,
+    lease_expires_at = NULL,
+    worker_id = NULL
+WHERE id = $2 AND status = 'executing' AND attempt = $3
+RETURNING *";
+
+/// Cancels a pending job.
+pub(crate) const CANCEL: &str = "\
+UPDATE greenlight_queue
+SET status = 'failed',
+    error_message = $3,
+    completed_at = COALESCE($1, now()),
+    started_at = NULL
+WHERE id = $2 AND status = 'pending'
+RETURNING *";
+
+/// Puts a failed job back to pending with a fresh retry budget; the error
+/// stays as the record of the last failure.
+pub(crate) const REQUEUE: &str = "\
+UPDATE greenlight_queue
+SET status = 'pending',
+    retry_count = 0,
+    run_at = COALESCE($1, now()),
+    started_at = NULL,
+    completed_at = NULL,
+    result_payload = NULL
+WHERE id = $2 AND status = 'failed'
+RETURNING *";
+
+/// Every count of `Stats` in one pass over the table. The LEFT JOIN from
+/// `clock` makes an empty table give one row of zeros.
+pub(crate) const STATS: &str = "\
+WITH clock AS (SELECT COALESCE($1, now()) AS now)
+SELECT count(*) FILTER (WHERE job.status = 'pending') AS pending,
+       count(*) FILTER (WHERE job.status = 'pending' AND job.run_at <= clock.now) AS ready,
+       count(*) FILTER (WHERE job.status = 'executing') AS executing,
+       count(*) FILTER (WHERE job.status = 'executing'
+                          AND job.lease_expires_at <= clock.now) AS expired_leases,
+       count(*) FILTER (WHERE job.status = 'complete') AS complete,
+       count(*) FILTER (WHERE job.status = 'failed') AS failed,
+       min(job.run_at) FILTER (WHERE job.status = 'pending'
+                                 AND job.run_at <= clock.now) AS oldest_ready_run_at,
+       min(job.run_at) FILTER (WHERE job.status = 'pending'
+                                 AND job.run_at > clock.now) AS next_scheduled_run_at,
+       clock.now AS now
+FROM clock LEFT JOIN greenlight_queue AS job ON true
+GROUP BY clock.now";
+
+/// Deletes at most `$4` finished jobs. The subquery bounds the batch, and
+/// SKIP LOCKED keeps two pruners (or a pruner and an operator) from waiting
+/// on each other's rows.
+pub(crate) const PRUNE: &str = "\
+DELETE FROM greenlight_queue
+WHERE id IN (
+    SELECT id FROM greenlight_queue
+    WHERE status = $2 AND completed_at < COALESCE($1, now()) - $3
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+)";
