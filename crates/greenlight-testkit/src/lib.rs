@@ -36,7 +36,7 @@
 //!   with `get`.
 
 pub mod conformance;
-
+pub mod model;
 use std::future::Future;
 
 use greenlight_core::{ManualClock, RetryPolicy, Store};
