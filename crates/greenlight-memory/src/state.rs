@@ -15,7 +15,8 @@ use std::time::Duration;
 use greenlight_core::chrono::{DateTime, Utc};
 use greenlight_core::uuid::{Builder, Uuid};
 use greenlight_core::{
-    AnyJob, Error, Executing, ExecutionId, IdempotencyKey, Job, JobId, Pending, Result, WorkerId,
+    AnyJob, Error, Executing, ExecutionId, IdempotencyKey, Job, JobId, Pending, Result, Status,
+    WorkerId,
 };
 
 /// Where a ready job sits in the claim order: highest priority first, then
@@ -83,7 +84,15 @@ type IdMap<V> = HashMap<JobId, V, BuildHasherDefault<IdHasher>>;
 /// The jobs and their indexes.
 #[derive(Debug)]
 pub(crate) struct State {
-    jobs: IdMap<AnyJob>,
+    /// The jobs, each in a slot that `slot_of` names. A job keeps its slot
+    /// for its whole life, so a transition rewrites the slot in place
+    /// instead of moving a few hundred bytes through a hash map, and a
+    /// growing store reallocates one flat vector rather than rehashing
+    /// every job.
+    slots: Vec<Option<AnyJob>>,
+    slot_of: IdMap<usize>,
+    /// Slots freed by `prune`, reused before the vector grows.
+    free_slots: Vec<usize>,
     ready: BTreeSet<ReadyKey>,
     delayed: BTreeSet<DelayedKey>,
     leases: BTreeSet<(DateTime<Utc>, JobId)>,
@@ -99,7 +108,9 @@ impl State {
     pub(crate) fn new() -> Self {
         let seed = Uuid::new_v4().as_u64_pair();
         Self {
-            jobs: IdMap::default(),
+            slots: Vec::new(),
+            slot_of: IdMap::default(),
+            free_slots: Vec::new(),
             ready: BTreeSet::new(),
             delayed: BTreeSet::new(),
             leases: BTreeSet::new(),
@@ -110,11 +121,11 @@ impl State {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.jobs.len()
+        self.slot_of.len()
     }
 
     pub(crate) fn jobs(&self) -> impl Iterator<Item = &AnyJob> {
-        self.jobs.values()
+        self.slots.iter().flatten()
     }
 
     /// A version 4 UUID not used by any stored job.
@@ -129,7 +140,7 @@ impl State {
             // A collision among 122 random bits is practically impossible,
             // but the check is one lookup and turns "practically" into
             // "never" within this store.
-            if !self.jobs.contains_key(&id) {
+            if !self.slot_of.contains_key(&id) {
                 return id;
             }
         }
@@ -144,7 +155,30 @@ impl State {
     }
 
     pub(crate) fn get(&self, id: JobId) -> Option<&AnyJob> {
-        self.jobs.get(&id)
+        self.slots[*self.slot_of.get(&id)?].as_ref()
+    }
+
+    /// Stores `job` in its slot, giving a new job a slot first.
+    fn store(&mut self, job: AnyJob) {
+        if let Some(&slot) = self.slot_of.get(&job.id()) {
+            self.slots[slot] = Some(job);
+            return;
+        }
+        let id = job.id();
+        let slot = if let Some(slot) = self.free_slots.pop() {
+            self.slots[slot] = Some(job);
+            slot
+        } else {
+            self.slots.push(Some(job));
+            self.slots.len() - 1
+        };
+        self.slot_of.insert(id, slot);
+    }
+
+    /// Takes a job out of its slot, which stays reserved for it: the
+    /// caller stores what the job becomes.
+    fn take(&mut self, id: JobId) -> Option<AnyJob> {
+        self.slots[*self.slot_of.get(&id)?].take()
     }
 
     pub(crate) fn id_for_key(&self, key: &IdempotencyKey) -> Option<JobId> {
@@ -175,19 +209,19 @@ impl State {
         } else {
             self.delayed.insert(DelayedKey::of(&job));
         }
-        self.jobs.insert(job.id(), job.into_any());
+        self.store(job.into_any());
     }
 
     /// Files an executing job under its lease and stores it.
     pub(crate) fn put_executing(&mut self, job: Job<Executing>) {
         self.leases.insert((job.state().lease_expires_at, job.id()));
-        self.jobs.insert(job.id(), job.into_any());
+        self.store(job.into_any());
     }
 
     /// Stores a job in a terminal status (or any job whose indexes the
     /// caller has already settled).
     pub(crate) fn put_unindexed(&mut self, job: AnyJob) {
-        self.jobs.insert(job.id(), job);
+        self.store(job);
     }
 
     /// Claims up to `limit` ready jobs in claim order for `worker_id`.
@@ -218,7 +252,7 @@ impl State {
                 self.delayed.insert(delayed);
                 continue;
             }
-            let Some(AnyJob::Pending(job)) = self.jobs.remove(&key.id) else {
+            let Some(AnyJob::Pending(job)) = self.take(key.id) else {
                 return Err(Error::storage(format!(
                     "memory store index names job {} as ready, but it is not pending",
                     key.id
@@ -234,9 +268,10 @@ impl State {
     /// Removes a pending job from whichever of `ready` and `delayed` holds
     /// it and hands it out; the caller stores what it becomes.
     pub(crate) fn take_pending(&mut self, id: JobId) -> Option<Job<Pending>> {
-        let AnyJob::Pending(job) = self.jobs.remove(&id)? else {
+        if self.get(id)?.status() != Status::Pending {
             return None;
-        };
+        }
+        let AnyJob::Pending(job) = self.take(id)? else { return None };
         if !self.ready.remove(&ReadyKey::of(&job)) {
             self.delayed.remove(&DelayedKey::of(&job));
         }
@@ -247,24 +282,19 @@ impl State {
     /// out of the lease index; the caller stores what it becomes.
     pub(crate) fn take_held(&mut self, held: &Job<Executing>) -> Result<Job<Executing>> {
         let id = held.id();
-        match self.jobs.remove(&id) {
-            None => Err(Error::NotFound { id }),
-            Some(AnyJob::Executing(job)) if job.attempt() == held.attempt() => {
-                self.leases.remove(&(job.state().lease_expires_at, id));
-                Ok(job)
-            }
-            Some(other) => {
-                self.jobs.insert(id, other);
-                Err(Error::LeaseLost { id, attempt: held.attempt() })
-            }
-        }
+        self.check_held(held)?;
+        let Some(AnyJob::Executing(job)) = self.take(id) else {
+            return Err(Error::storage(format!("memory store lost job {id} under its lock")));
+        };
+        self.leases.remove(&(job.state().lease_expires_at, id));
+        Ok(job)
     }
 
     /// Checks that the job holding `held`'s attempt is current, without
     /// taking it.
     pub(crate) fn check_held(&self, held: &Job<Executing>) -> Result<&Job<Executing>> {
         let id = held.id();
-        match self.jobs.get(&id) {
+        match self.get(id) {
             None => Err(Error::NotFound { id }),
             Some(AnyJob::Executing(job)) if job.attempt() == held.attempt() => Ok(job),
             Some(_) => Err(Error::LeaseLost { id, attempt: held.attempt() }),
@@ -302,12 +332,14 @@ impl State {
     /// Takes a job out of the map, to be stored again by the caller.
     /// Only for jobs whose index entries the caller handles itself.
     pub(crate) fn remove_raw(&mut self, id: JobId) -> Option<AnyJob> {
-        self.jobs.remove(&id)
+        self.take(id)
     }
 
     /// Deletes a terminal job and its unique-index entries.
     pub(crate) fn delete_terminal(&mut self, id: JobId) {
-        let Some(job) = self.jobs.remove(&id) else { return };
+        let Some(slot) = self.slot_of.remove(&id) else { return };
+        let Some(job) = self.slots[slot].take() else { return };
+        self.free_slots.push(slot);
         debug_assert!(job.status().is_terminal(), "only terminal jobs are deleted");
         let data = job.data();
         if let Some(key) = &data.idempotency_key {
