@@ -127,7 +127,8 @@ async fn ids_are_unique_across_many_jobs() {
 
     let enqueued = store.enqueue_many(jobs).await.expect("enqueue_many");
 
-    let ids: std::collections::HashSet<_> = enqueued.iter().map(|job| job.id()).collect();
+    let ids: std::collections::HashSet<_> =
+        enqueued.iter().map(greenlight_core::Enqueued::id).collect();
     assert_eq!(ids.len(), 5000);
     assert!(ids.iter().all(|id| id.as_uuid().get_version_num() == 4), "ids are version 4 UUIDs");
 }
