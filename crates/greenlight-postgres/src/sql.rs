@@ -79,6 +79,10 @@ FROM ready, clock
 WHERE job.id = ready.id
 RETURNING job.*";
 
+/// Which of these ids name a stored job: explains a guarded write that
+/// changed nothing (gone, or held no more).
+pub(crate) const EXISTING: &str = "SELECT id FROM greenlight_queue WHERE id = ANY($1)";
+
 /// Extends a held lease.
 pub(crate) const HEARTBEAT: &str = "\
 UPDATE greenlight_queue

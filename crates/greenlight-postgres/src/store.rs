@@ -289,6 +289,34 @@ impl PgStore {
         Ok(rows.into_iter().map(|row| (row.id(), row)).collect())
     }
 
+    /// The error for a guarded write to a held job that changed nothing:
+    /// the job is gone ([`Error::NotFound`]) or another attempt moved it on
+    /// ([`Error::LeaseLost`]). Read after the write, only to explain it.
+    async fn not_held(&self, job: &Job<Executing>) -> Error {
+        match self.existing(vec![job.id().0]).await {
+            Ok(found) if found.is_empty() => Error::NotFound { id: job.id() },
+            Ok(_) => lease_lost(job),
+            Err(error) => error,
+        }
+    }
+
+    /// Which of `ids` name a stored job.
+    async fn existing(&self, ids: Vec<Uuid>) -> Result<HashSet<JobId>> {
+        #[derive(QueryableByName)]
+        struct Found {
+            #[diesel(sql_type = SqlUuid)]
+            id: Uuid,
+        }
+
+        let mut conn = self.connection().await?;
+        let found = diesel::sql_query(sql::EXISTING)
+            .bind::<Array<SqlUuid>, _>(ids)
+            .load::<Found>(&mut conn)
+            .await
+            .map_err(|error| self.db(error))?;
+        Ok(found.into_iter().map(|found| JobId(found.id)).collect())
+    }
+
     /// Why a guarded write to job `id`, which needs it in state `From`,
     /// changed nothing: not found, or in another state. `None` when the job
     /// is in `From` after all (it moved there after the write looked), and
@@ -350,6 +378,17 @@ fn interval(duration: Duration) -> PgInterval {
 /// could catch it, several times over: retrying later will do.
 fn changing(id: JobId) -> Error {
     Error::unavailable(format!("job {id} kept changing state; try again"))
+}
+
+/// Leases shorter than this are refused, as by the claim: a lease that ends
+/// before the heartbeat's answer arrives is a caller's mistake.
+const MIN_LEASE: Duration = Duration::from_millis(1);
+
+fn check_lease(lease: Duration) -> Result<()> {
+    if lease < MIN_LEASE {
+        return Err(Error::invalid("lease", "must be at least one millisecond"));
+    }
+    Ok(())
 }
 
 fn lease_lost(job: &Job<Executing>) -> Error {
@@ -551,6 +590,7 @@ impl Store for PgStore {
     }
 
     async fn heartbeat(&self, job: &Job<Executing>, lease: Duration) -> Result<Job<Executing>> {
+        check_lease(lease)?;
         let mut conn = self.connection().await?;
         let row = diesel::sql_query(sql::HEARTBEAT)
             .bind::<Nullable<Timestamptz>, _>(self.now())
@@ -561,7 +601,11 @@ impl Store for PgStore {
             .await
             .optional()
             .map_err(|error| self.db(error))?;
-        row.map_or_else(|| Err(lease_lost(job)), narrow)
+        drop(conn);
+        match row {
+            Some(row) => narrow(row),
+            None => Err(self.not_held(job).await),
+        }
     }
 
     async fn record_execution_id(
@@ -584,14 +628,21 @@ impl Store for PgStore {
                 }
                 other => other,
             })?;
-        row.map_or_else(|| Err(lease_lost(job)), narrow)
+        drop(conn);
+        match row {
+            Some(row) => narrow(row),
+            None => Err(self.not_held(job).await),
+        }
     }
 
     async fn complete(&self, job: Job<Executing>, result: Value) -> Result<Job<Complete>> {
         self.inner.limits.check_result(&result)?;
         let mut rows =
             self.complete_rows(vec![job.id().0], vec![job.attempt() as i32], vec![result]).await?;
-        rows.remove(&job.id()).map_or_else(|| Err(lease_lost(&job)), narrow)
+        match rows.remove(&job.id()) {
+            Some(row) => narrow(row),
+            None => Err(self.not_held(&job).await),
+        }
     }
 
     async fn complete_many(
@@ -615,10 +666,26 @@ impl Store for PgStore {
             checks.push(check.map(|()| first));
         }
 
+        // One UPDATE for the whole batch.
         let mut rows = if ids.is_empty() {
             HashMap::new()
         } else {
             self.complete_rows(ids, attempts, results).await?
+        };
+        let completed: HashSet<JobId> = rows.keys().copied().collect();
+
+        // The jobs it did not change are gone, or held no more: one read
+        // tells which, for all of them.
+        let unchanged: Vec<Uuid> =
+            seen.iter().filter(|id| !completed.contains(id)).map(|id| id.0).collect();
+        let stored =
+            if unchanged.is_empty() { HashSet::new() } else { self.existing(unchanged).await? };
+        let not_held = |job: &Job<Executing>| {
+            if completed.contains(&job.id()) || stored.contains(&job.id()) {
+                lease_lost(job)
+            } else {
+                Error::NotFound { id: job.id() }
+            }
         };
 
         Ok(jobs
@@ -626,8 +693,8 @@ impl Store for PgStore {
             .zip(checks)
             .map(|((job, _), check)| match check {
                 Err(error) => Err(error),
-                Ok(false) => Err(lease_lost(job)),
-                Ok(true) => rows.remove(&job.id()).map_or_else(|| Err(lease_lost(job)), narrow),
+                Ok(false) => Err(not_held(job)),
+                Ok(true) => rows.remove(&job.id()).map_or_else(|| Err(not_held(job)), narrow),
             })
             .collect())
     }
@@ -644,7 +711,9 @@ impl Store for PgStore {
             },
             &self.inner.policy,
         );
-        let row = self.fail_rows(input, false).await?.pop().ok_or_else(|| lease_lost(&job))?;
+        let Some(row) = self.fail_rows(input, false).await?.pop() else {
+            return Err(self.not_held(&job).await);
+        };
         match row.into_job()? {
             AnyJob::Pending(job) => Ok(FailOutcome::Retrying(job)),
             AnyJob::Failed(job) => Ok(FailOutcome::Failed(job)),
@@ -666,7 +735,11 @@ impl Store for PgStore {
             .await
             .optional()
             .map_err(|error| self.db(error))?;
-        row.map_or_else(|| Err(lease_lost(&job)), narrow)
+        drop(conn);
+        match row {
+            Some(row) => narrow(row),
+            None => Err(self.not_held(&job).await),
+        }
     }
 
     async fn cancel(&self, id: JobId, reason: &str) -> Result<Job<Failed>> {
