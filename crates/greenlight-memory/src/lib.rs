@@ -491,10 +491,8 @@ impl Store for MemoryStore {
                 }
             }
         }
-        drop(state);
-        if rescued.retried > 0 {
-            self.wake();
-        }
+        // No wake-up: a rescued job waits out its backoff, so a worker
+        // woken now would find nothing to claim.
         Ok(rescued)
     }
 

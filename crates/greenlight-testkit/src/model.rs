@@ -31,10 +31,27 @@ use crate::StoreFactory;
 /// The worker name every claim of the model uses.
 const WORKER: &str = "model-worker";
 
+/// A new job of a random sequence.
+#[derive(Debug, Clone, Copy)]
+struct Spec {
+    priority: i32,
+    delay_ms: u64,
+    max_retries: u32,
+    /// Drawn from a handful, so that keys repeat.
+    key: Option<u8>,
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    (-1..=1i32, prop_oneof![Just(0u64), 1..3000u64], 0..=2u32, prop::option::of(0..4u8)).prop_map(
+        |(priority, delay_ms, max_retries, key)| Spec { priority, delay_ms, max_retries, key },
+    )
+}
+
 /// One step of a random sequence.
 #[derive(Debug, Clone)]
 enum Op {
-    Enqueue { priority: i32, delay_ms: u64, max_retries: u32, key: Option<u8> },
+    Enqueue(Spec),
+    EnqueueMany(Vec<Spec>),
     Claim { limit: usize, lease_ms: u64 },
     Complete { handle: Index },
     Fail { handle: Index, retryable: bool },
@@ -49,13 +66,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (-1..=1i32, prop_oneof![Just(0u64), 1..3000u64], 0..=2u32, prop::option::of(0..4u8))
-            .prop_map(|(priority, delay_ms, max_retries, key)| Op::Enqueue {
-                priority,
-                delay_ms,
-                max_retries,
-                key
-            }),
+        3 => spec().prop_map(Op::Enqueue),
+        1 => prop::collection::vec(spec(), 0..4).prop_map(Op::EnqueueMany),
         3 => (0..4usize, 1..4000u64).prop_map(|(limit, lease_ms)| Op::Claim { limit, lease_ms }),
         2 => any::<Index>().prop_map(|handle| Op::Complete { handle }),
         2 => (any::<Index>(), any::<bool>())
@@ -257,46 +269,23 @@ impl<S: Store> Case<S> {
     async fn apply(&mut self, op: &Op) -> Result<(), String> {
         let now = self.model.now;
         match op {
-            Op::Enqueue { priority, delay_ms, max_retries, key } => {
-                let key = key.map(|key| format!("key-{key}"));
-                let mut builder = NewJob::builder(self.learner, json!({"priority": priority}))
-                    .priority(*priority)
-                    .max_retries(*max_retries)
-                    .delay(ms(*delay_ms));
-                if let Some(key) = &key {
-                    builder = builder.idempotency_key(key.clone());
+            Op::Enqueue(spec) => {
+                let answer = self.store.enqueue(self.new_job(*spec)?).await;
+                self.expect_enqueued(*spec, answer)?;
+            }
+
+            Op::EnqueueMany(specs) => {
+                let jobs =
+                    specs.iter().map(|spec| self.new_job(*spec)).collect::<Result<_, _>>()?;
+                let answers = self.store.enqueue_many(jobs).await;
+                let answers = answers.map_err(|error| format!("enqueue_many: {error}"))?;
+                if answers.len() != specs.len() {
+                    return Err(format!("enqueue_many of {} answered {answers:?}", specs.len()));
                 }
-                let job = builder.build().map_err(|error| format!("building a job: {error}"))?;
-                let answer = self.store.enqueue(job).await;
-                let known = key.as_ref().and_then(|key| {
-                    self.model.rows.iter().find(|row| row.key.as_ref() == Some(key))
-                });
-                match (known, answer) {
-                    (Some(row), Ok(Enqueued::Existing(job))) if job.id() == row.id => {}
-                    (None, Ok(Enqueued::Created(job))) => self.model.rows.push(Row {
-                        id: job.id(),
-                        priority: *priority,
-                        max_retries: *max_retries,
-                        queued_at: now,
-                        key,
-                        status: Status::Pending,
-                        run_at: greenlight_core::add_duration(now, ms(*delay_ms)),
-                        retry_count: 0,
-                        attempt: 0,
-                        worker: None,
-                        started_at: None,
-                        lease_expires_at: None,
-                        finished_at: None,
-                        error: None,
-                        result: None,
-                        execution_id: None,
-                    }),
-                    (known, answer) => {
-                        return Err(format!(
-                            "enqueue: model expected existing {:?}, store answered {answer:?}",
-                            known.map(|row| row.id)
-                        ));
-                    }
+                // In input order, so a key repeated within the batch finds
+                // the row its first use just added.
+                for (spec, answer) in specs.iter().zip(answers) {
+                    self.expect_enqueued(*spec, Ok(answer))?;
                 }
             }
 
@@ -478,6 +467,59 @@ impl<S: Store> Case<S> {
                          store answered {rescued:?}"
                     ));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn new_job(&self, spec: Spec) -> Result<NewJob, String> {
+        let mut builder = NewJob::builder(self.learner, json!({"priority": spec.priority}))
+            .priority(spec.priority)
+            .max_retries(spec.max_retries)
+            .delay(ms(spec.delay_ms));
+        if let Some(key) = spec.key {
+            builder = builder.idempotency_key(format!("key-{key}"));
+        }
+        builder.build().map_err(|error| format!("building a job: {error}"))
+    }
+
+    /// Checks an enqueue's answer: the job of a known key, or a new pending
+    /// job, which joins the model.
+    fn expect_enqueued(
+        &mut self,
+        spec: Spec,
+        answer: Result<Enqueued, Error>,
+    ) -> Result<(), String> {
+        let now = self.model.now;
+        let key = spec.key.map(|key| format!("key-{key}"));
+        let known = key
+            .as_ref()
+            .and_then(|key| self.model.rows.iter().find(|row| row.key.as_ref() == Some(key)));
+        match (known, answer) {
+            (Some(row), Ok(Enqueued::Existing(job))) if job.id() == row.id => {}
+            (None, Ok(Enqueued::Created(job))) => self.model.rows.push(Row {
+                id: job.id(),
+                priority: spec.priority,
+                max_retries: spec.max_retries,
+                queued_at: now,
+                key,
+                status: Status::Pending,
+                run_at: greenlight_core::add_duration(now, ms(spec.delay_ms)),
+                retry_count: 0,
+                attempt: 0,
+                worker: None,
+                started_at: None,
+                lease_expires_at: None,
+                finished_at: None,
+                error: None,
+                result: None,
+                execution_id: None,
+            }),
+            (known, answer) => {
+                return Err(format!(
+                    "enqueue: model expected existing {:?}, store answered {answer:?}",
+                    known.map(|row| row.id)
+                ));
             }
         }
         Ok(())
