@@ -4,8 +4,17 @@
 //!
 //! Every transition is the core's own pure function applied to the stored
 //! job, so the rules (retry counting, backoff, fencing) cannot drift from
-//! the core. Time comes from an injected [`Clock`]: with a [`ManualClock`]
-//! a test moves time forward instead of sleeping.
+//! the core. Time comes from an injected [`Clock`]: with a
+//! [`ManualClock`](greenlight_core::ManualClock) a test moves time forward
+//! instead of sleeping.
+//!
+//! Defaults, all set through [`MemoryStore::builder`]: the system clock,
+//! [`RetryPolicy::default`] and [`PayloadLimits::default`].
+//!
+//! Claims are served from an index ordered as the claim orders (priority,
+//! then `run_at`, then id) and the rescuer from an index on lease expiry,
+//! so neither scans the jobs; `list`, `stats` and `prune` scan, as operator
+//! queries that no hot path calls.
 //!
 //! ```
 //! use std::time::Duration;
