@@ -19,7 +19,7 @@ const CHECKLIST_INSERT: &str = "INSERT INTO greenlight_queue (atom_id, learner_i
      VALUES ((SELECT id FROM learning_atoms LIMIT 1), gen_random_uuid(), 'pending', \
      '{\"language\": \"python\", \"code\": \"print(1)\"}')";
 
-/// The sketch's hand move to executing, with nothing but started_at.
+/// The sketch's hand move to executing, with nothing but `started_at`.
 const CHECKLIST_UPDATE: &str = "UPDATE greenlight_queue SET status = 'executing', started_at = NOW() \
      WHERE status = 'pending' RETURNING *";
 
@@ -148,8 +148,7 @@ async fn pg_indexes_lists_the_original_indexes() {
         indexes
             .iter()
             .find(|index| index.indexname == name)
-            .map(|index| index.indexdef.clone())
-            .unwrap_or_else(|| panic!("index {name} is missing"))
+            .map_or_else(|| panic!("index {name} is missing"), |index| index.indexdef.clone())
     };
 
     assert!(def("idx_greenlight_queue_status").ends_with("USING btree (status, queued_at)"));
@@ -173,9 +172,15 @@ async fn pg_indexes_lists_the_original_indexes() {
     );
 }
 
+/// A column as `\d greenlight_queue` shows it: name, type, length,
+/// nullable, default.
+type Expected<'a> = (&'a str, &'a str, Option<i32>, &'a str, Option<&'a str>);
+
 #[tokio::test]
 async fn columns_keep_the_original_names_and_types() {
+    /// One row of `information_schema.columns`, named as it names them.
     #[derive(diesel::QueryableByName, Debug, PartialEq)]
+    #[allow(clippy::struct_field_names, reason = "the names of information_schema's columns")]
     struct Column {
         #[diesel(sql_type = Text)]
         column_name: String,
@@ -189,6 +194,14 @@ async fn columns_keep_the_original_names_and_types() {
         column_default: Option<String>,
         #[diesel(sql_type = Bool)]
         commented: bool,
+    }
+
+    #[derive(diesel::QueryableByName)]
+    struct Table {
+        #[diesel(sql_type = Nullable<Text>)]
+        comment: Option<String>,
+        #[diesel(sql_type = Nullable<Text>)]
+        options: Option<String>,
     }
 
     let db = common::TestDb::new().await;
@@ -206,7 +219,7 @@ async fn columns_keep_the_original_names_and_types() {
     .await
     .expect("information_schema");
 
-    let expected: [(&str, &str, Option<i32>, &str, Option<&str>); 19] = [
+    let expected: [Expected<'_>; 19] = [
         ("id", "uuid", None, "NO", Some("gen_random_uuid()")),
         ("atom_id", "uuid", None, "YES", None),
         ("learner_id", "uuid", None, "NO", None),
@@ -242,13 +255,6 @@ async fn columns_keep_the_original_names_and_types() {
 
     // The table's comment names the NOTIFY channel; the storage settings
     // for a hot table are in place.
-    #[derive(diesel::QueryableByName)]
-    struct Table {
-        #[diesel(sql_type = Nullable<Text>)]
-        comment: Option<String>,
-        #[diesel(sql_type = Nullable<Text>)]
-        options: Option<String>,
-    }
     let table: Table = diesel::sql_query(
         "SELECT obj_description('greenlight_queue'::regclass, 'pg_class') AS comment,
                 array_to_string(reloptions, ',') AS options

@@ -112,6 +112,12 @@ async fn down_leaves_the_hosts_learning_atoms_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_migrations_apply_once() {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        count: i64,
+    }
+
     let db = common::TestDb::empty().await;
     let url = db.url().to_owned();
     let runs: Vec<_> = (0..4)
@@ -124,11 +130,6 @@ async fn concurrent_migrations_apply_once() {
         run.await.expect("task").expect("every concurrent migrate succeeds");
     }
 
-    #[derive(diesel::QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = BigInt)]
-        count: i64,
-    }
     let mut conn = db.connect().await;
     let applied: Count =
         diesel::sql_query("SELECT count(*) AS count FROM __diesel_schema_migrations")
