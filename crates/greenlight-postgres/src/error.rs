@@ -75,6 +75,21 @@ fn keyword_password(text: &str) -> Option<String> {
         .map(|password| password.trim_matches('\'').to_owned())
 }
 
+/// Whether a failed statement says the connection itself is gone (rather
+/// than the statement being refused): such a connection must not be reused.
+pub(crate) fn connection_lost(error: &diesel::result::Error) -> bool {
+    let diesel::result::Error::DatabaseError(kind, info) = error else {
+        return matches!(error, diesel::result::Error::BrokenTransactionManager);
+    };
+    if matches!(kind, DatabaseErrorKind::UnableToSendCommand | DatabaseErrorKind::ClosedConnection)
+    {
+        return true;
+    }
+    let state = info.sqlstate();
+    let state = state.as_ref().map_or("", |state| state.as_str());
+    state.starts_with("08") || matches!(state, "57P01" | "57P02" | "57P03")
+}
+
 /// Maps a failed query.
 pub(crate) fn query_error(error: diesel::result::Error, secrets: &Secrets) -> Error {
     use diesel::result::Error as Diesel;
@@ -255,6 +270,103 @@ pub(crate) fn connection_error(error: ConnectionError, secrets: &Secrets) -> Err
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database error as the driver reports it, with a chosen SQLSTATE.
+    struct Reported {
+        state: &'static str,
+        message: &'static str,
+        constraint: Option<&'static str>,
+        detail: Option<&'static str>,
+    }
+
+    impl DatabaseErrorInformation for Reported {
+        fn message(&self) -> &str {
+            self.message
+        }
+        fn details(&self) -> Option<&str> {
+            self.detail
+        }
+        fn hint(&self) -> Option<&str> {
+            None
+        }
+        fn table_name(&self) -> Option<&str> {
+            Some("greenlight_queue")
+        }
+        fn column_name(&self) -> Option<&str> {
+            None
+        }
+        fn constraint_name(&self) -> Option<&str> {
+            self.constraint
+        }
+        fn statement_position(&self) -> Option<i32> {
+            None
+        }
+        fn sqlstate(&self) -> Option<diesel::result::SqlState> {
+            self.state.parse().ok()
+        }
+    }
+
+    fn reported(kind: DatabaseErrorKind, state: &'static str, message: &'static str) -> Error {
+        let info = Reported { state, message, constraint: None, detail: None };
+        query_error(diesel::result::Error::DatabaseError(kind, Box::new(info)), &Secrets::default())
+    }
+
+    #[test]
+    fn server_states_map_to_retryable_or_not() {
+        let unknown = DatabaseErrorKind::Unknown;
+        for state in ["57P01", "57P03", "08006", "53300", "40P01"] {
+            let error = reported(unknown, state, "terminating connection");
+            assert!(matches!(error, Error::Unavailable { .. }), "{state}: {error:?}");
+        }
+        for state in ["22021", "22P05"] {
+            let error = reported(unknown, state, "unsupported Unicode escape sequence");
+            assert!(matches!(error, Error::InvalidInput { field: "value", .. }), "{error:?}");
+        }
+        let error = reported(unknown, "42P01", "relation \"greenlight_queue\" does not exist");
+        assert!(matches!(error, Error::Storage { .. }) && !error.is_retryable());
+        assert_eq!(
+            error.to_string(),
+            "storage error: database error 42P01: relation \"greenlight_queue\" does not exist"
+        );
+        let error = reported(DatabaseErrorKind::ClosedConnection, "", "connection closed");
+        assert!(error.is_retryable());
+    }
+
+    #[test]
+    fn constraint_violations_name_the_field() {
+        let check = Reported {
+            state: "23514",
+            message: "new row violates check constraint",
+            constraint: Some("greenlight_queue_max_retries_check"),
+            detail: None,
+        };
+        let error = query_error(
+            diesel::result::Error::DatabaseError(
+                DatabaseErrorKind::CheckViolation,
+                Box::new(check),
+            ),
+            &Secrets::default(),
+        );
+        assert!(matches!(error, Error::InvalidInput { field: "max_retries", .. }), "{error:?}");
+
+        let unique = Reported {
+            state: "23505",
+            message: "duplicate key value violates unique constraint",
+            constraint: Some(EXECUTION_ID_UNIQUE),
+            detail: Some("Key (execution_id)=(gl-7) already exists."),
+        };
+        let error = query_error(
+            diesel::result::Error::DatabaseError(
+                DatabaseErrorKind::UniqueViolation,
+                Box::new(unique),
+            ),
+            &Secrets::default(),
+        );
+        assert!(
+            matches!(&error, Error::DuplicateExecutionId { execution_id } if execution_id == "gl-7"),
+            "{error:?}"
+        );
+    }
 
     #[test]
     fn passwords_are_found_and_scrubbed() {

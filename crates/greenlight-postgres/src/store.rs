@@ -25,7 +25,7 @@ use greenlight_core::{
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::error::{Secrets, pool_error, query_error};
+use crate::error::{Secrets, connection_lost, pool_error, query_error};
 use crate::row::JobRow;
 use crate::schema::greenlight_queue;
 use crate::{listen, sql};
@@ -244,12 +244,10 @@ impl PgStore {
         self.inner.clock.as_ref().map(|clock| clock.now())
     }
 
-    async fn connection(&self) -> Result<Object<AsyncPgConnection>> {
-        self.inner.pool.get().await.map_err(|error| pool_error(error, &self.inner.secrets))
-    }
-
-    fn db(&self, error: diesel::result::Error) -> Error {
-        query_error(error, &self.inner.secrets)
+    async fn connection(&self) -> Result<Conn<'_>> {
+        let object =
+            self.inner.pool.get().await.map_err(|error| pool_error(error, &self.inner.secrets))?;
+        Ok(Conn { object: Some(object), secrets: &self.inner.secrets, lost: false })
     }
 
     /// Runs the FAIL statement for held jobs; returns the rows it changed.
@@ -264,9 +262,9 @@ impl PgStore {
             .bind::<Array<Bool>, _>(input.retryable)
             .bind::<Array<Interval>, _>(input.delays)
             .bind::<Bool, _>(rescue)
-            .load::<JobRow>(&mut conn)
+            .load::<JobRow>(&mut *conn)
             .await
-            .map_err(|error| self.db(error))
+            .map_err(|error| conn.error(error))
     }
 
     /// Completes held jobs in one statement; returns the rows it changed,
@@ -283,9 +281,9 @@ impl PgStore {
             .bind::<Array<SqlUuid>, _>(ids)
             .bind::<Array<Int4>, _>(attempts)
             .bind::<Array<Jsonb>, _>(results)
-            .load::<JobRow>(&mut conn)
+            .load::<JobRow>(&mut *conn)
             .await
-            .map_err(|error| self.db(error))?;
+            .map_err(|error| conn.error(error))?;
         Ok(rows.into_iter().map(|row| (row.id(), row)).collect())
     }
 
@@ -311,9 +309,9 @@ impl PgStore {
         let mut conn = self.connection().await?;
         let found = diesel::sql_query(sql::EXISTING)
             .bind::<Array<SqlUuid>, _>(ids)
-            .load::<Found>(&mut conn)
+            .load::<Found>(&mut *conn)
             .await
-            .map_err(|error| self.db(error))?;
+            .map_err(|error| conn.error(error))?;
         Ok(found.into_iter().map(|found| JobId(found.id)).collect())
     }
 
@@ -329,6 +327,59 @@ impl PgStore {
                 Some(Error::WrongState { id, expected: From::STATUS, actual: job.status() })
             }
         })
+    }
+}
+
+/// A pooled connection that is closed instead of going back to the pool
+/// once a statement on it failed for a connection-level reason.
+///
+/// The pool drops a connection it sees closed, but it looks only when it
+/// hands the connection out: right after the server ended a session (a
+/// restart, `pg_terminate_backend`, a failover), the driver may not have
+/// noticed yet, and the next caller would get the dead connection and a
+/// second error. Discarding it at the first error means one failed call,
+/// not two.
+struct Conn<'a> {
+    /// Always `Some` until `drop` takes it.
+    object: Option<Object<AsyncPgConnection>>,
+    secrets: &'a Secrets,
+    lost: bool,
+}
+
+impl Conn<'_> {
+    /// Maps a failed statement's error, remembering whether the connection
+    /// itself is suspect.
+    fn error(&mut self, error: diesel::result::Error) -> Error {
+        self.lost |= connection_lost(&error);
+        query_error(error, self.secrets)
+    }
+}
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = AsyncPgConnection;
+
+    fn deref(&self) -> &AsyncPgConnection {
+        // `object` is taken only in `drop`, after the last use.
+        self.object.as_ref().expect("a connection until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut AsyncPgConnection {
+        // `object` is taken only in `drop`, after the last use.
+        self.object.as_mut().expect("a connection until dropped")
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        if self.lost
+            && let Some(object) = self.object.take()
+        {
+            // Detached from the pool, the connection closes when dropped
+            // and the pool opens a fresh one when it needs one.
+            drop(Object::take(object));
+        }
     }
 }
 
@@ -506,9 +557,9 @@ impl Store for PgStore {
             .bind::<Array<Nullable<Timestamptz>>, _>(input.run_at)
             .bind::<Array<Nullable<Interval>>, _>(input.delays)
             .bind::<Array<Nullable<Text>>, _>(input.keys)
-            .load::<JobRow>(&mut conn)
+            .load::<JobRow>(&mut *conn)
             .await
-            .map_err(|error| self.db(error))?;
+            .map_err(|error| conn.error(error))?;
         let mut created: HashMap<JobId, Job<Pending>> = HashMap::new();
         for row in inserted {
             let job = narrow::<Pending>(row)?;
@@ -538,9 +589,9 @@ impl Store for PgStore {
         if !missing.is_empty() {
             let rows = diesel::sql_query(sql::BY_IDEMPOTENCY_KEYS)
                 .bind::<Array<Text>, _>(missing)
-                .load::<JobRow>(&mut conn)
+                .load::<JobRow>(&mut *conn)
                 .await
-                .map_err(|error| self.db(error))?;
+                .map_err(|error| conn.error(error))?;
             for row in rows {
                 let job = row.into_job()?;
                 if let Some(key) = &job.data().idempotency_key {
@@ -579,9 +630,9 @@ impl Store for PgStore {
             .bind::<BigInt, _>(request.limit as i64)
             .bind::<Text, _>(request.worker_id.as_str())
             .bind::<Interval, _>(interval(request.lease))
-            .load::<JobRow>(&mut conn)
+            .load::<JobRow>(&mut *conn)
             .await
-            .map_err(|error| self.db(error))?;
+            .map_err(|error| conn.error(error))?;
 
         // UPDATE ... RETURNING hands rows back in no particular order.
         let mut jobs = rows.into_iter().map(narrow::<Executing>).collect::<Result<Vec<_>>>()?;
@@ -597,10 +648,10 @@ impl Store for PgStore {
             .bind::<Interval, _>(interval(lease))
             .bind::<SqlUuid, _>(job.id().0)
             .bind::<Int4, _>(job.attempt() as i32)
-            .get_result::<JobRow>(&mut conn)
+            .get_result::<JobRow>(&mut *conn)
             .await
             .optional()
-            .map_err(|error| self.db(error))?;
+            .map_err(|error| conn.error(error))?;
         drop(conn);
         match row {
             Some(row) => narrow(row),
@@ -618,10 +669,10 @@ impl Store for PgStore {
             .bind::<Text, _>(execution_id.as_str())
             .bind::<SqlUuid, _>(job.id().0)
             .bind::<Int4, _>(job.attempt() as i32)
-            .get_result::<JobRow>(&mut conn)
+            .get_result::<JobRow>(&mut *conn)
             .await
             .optional()
-            .map_err(|error| match self.db(error) {
+            .map_err(|error| match conn.error(error) {
                 // The id we tried to store is the one that clashed.
                 Error::DuplicateExecutionId { .. } => {
                     Error::DuplicateExecutionId { execution_id: execution_id.as_str().to_owned() }
@@ -731,10 +782,10 @@ impl Store for PgStore {
             .bind::<Nullable<Timestamptz>, _>(self.now())
             .bind::<SqlUuid, _>(job.id().0)
             .bind::<Int4, _>(job.attempt() as i32)
-            .get_result::<JobRow>(&mut conn)
+            .get_result::<JobRow>(&mut *conn)
             .await
             .optional()
-            .map_err(|error| self.db(error))?;
+            .map_err(|error| conn.error(error))?;
         drop(conn);
         match row {
             Some(row) => narrow(row),
@@ -750,10 +801,10 @@ impl Store for PgStore {
                 .bind::<Nullable<Timestamptz>, _>(self.now())
                 .bind::<SqlUuid, _>(id.0)
                 .bind::<Text, _>(reason.as_str())
-                .get_result::<JobRow>(&mut conn)
+                .get_result::<JobRow>(&mut *conn)
                 .await
                 .optional()
-                .map_err(|error| self.db(error))?;
+                .map_err(|error| conn.error(error))?;
             drop(conn);
             if let Some(row) = row {
                 return narrow(row);
@@ -771,10 +822,10 @@ impl Store for PgStore {
             let row = diesel::sql_query(sql::REQUEUE)
                 .bind::<Nullable<Timestamptz>, _>(self.now())
                 .bind::<SqlUuid, _>(id.0)
-                .get_result::<JobRow>(&mut conn)
+                .get_result::<JobRow>(&mut *conn)
                 .await
                 .optional()
-                .map_err(|error| self.db(error))?;
+                .map_err(|error| conn.error(error))?;
             drop(conn);
             if let Some(row) = row {
                 return narrow(row);
@@ -798,9 +849,9 @@ impl Store for PgStore {
             let expired = diesel::sql_query(sql::EXPIRED)
                 .bind::<Nullable<Timestamptz>, _>(now)
                 .bind::<BigInt, _>(RESCUE_BATCH)
-                .load::<ExpiredRow>(&mut conn)
+                .load::<ExpiredRow>(&mut *conn)
                 .await
-                .map_err(|error| self.db(error))?;
+                .map_err(|error| conn.error(error))?;
             drop(conn);
             let found = expired.len();
             if found == 0 {
@@ -844,10 +895,10 @@ impl Store for PgStore {
         let row = greenlight_queue::table
             .find(id.0)
             .select(JobRow::as_select())
-            .first(&mut conn)
+            .first(&mut *conn)
             .await
             .optional()
-            .map_err(|error| self.db(error))?;
+            .map_err(|error| conn.error(error))?;
         row.map(JobRow::into_job).transpose()
     }
 
@@ -856,10 +907,10 @@ impl Store for PgStore {
         let row = greenlight_queue::table
             .filter(greenlight_queue::execution_id.eq(execution_id.as_str()))
             .select(JobRow::as_select())
-            .first(&mut conn)
+            .first(&mut *conn)
             .await
             .optional()
-            .map_err(|error| self.db(error))?;
+            .map_err(|error| conn.error(error))?;
         row.map(JobRow::into_job).transpose()
     }
 
@@ -888,9 +939,9 @@ impl Store for PgStore {
             .order((dsl::queued_at.desc(), dsl::id.desc()))
             .limit(filter.limit as i64)
             .select(JobRow::as_select())
-            .load(&mut conn)
+            .load(&mut *conn)
             .await
-            .map_err(|error| self.db(error))?;
+            .map_err(|error| conn.error(error))?;
         let jobs = rows.into_iter().map(JobRow::into_job).collect::<Result<Vec<_>>>()?;
         let next =
             if jobs.len() == filter.limit { jobs.last().map(ListCursor::after) } else { None };
@@ -901,9 +952,9 @@ impl Store for PgStore {
         let mut conn = self.connection().await?;
         let row = diesel::sql_query(sql::STATS)
             .bind::<Nullable<Timestamptz>, _>(self.now())
-            .get_result::<StatsRow>(&mut conn)
+            .get_result::<StatsRow>(&mut *conn)
             .await
-            .map_err(|error| self.db(error))?;
+            .map_err(|error| conn.error(error))?;
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
         Ok(Stats {
             pending: count(row.pending),
@@ -929,9 +980,9 @@ impl Store for PgStore {
             .bind::<Text, _>(request.status.as_str())
             .bind::<Interval, _>(interval(request.older_than))
             .bind::<BigInt, _>(request.batch_size as i64)
-            .execute(&mut conn)
+            .execute(&mut *conn)
             .await
-            .map_err(|error| self.db(error))?;
+            .map_err(|error| conn.error(error))?;
         Ok(deleted as u64)
     }
 
