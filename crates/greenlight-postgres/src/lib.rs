@@ -65,7 +65,7 @@ mod tests {
     #[test]
     fn the_enqueue_statement_notifies_the_documented_channel() {
         let call = format!("pg_notify('{}'", super::NOTIFY_CHANNEL);
-        assert!(super::sql::ENQUEUE.contains(&call));
-        assert_eq!(super::sql::ENQUEUE.matches("pg_notify").count(), 1);
+        assert!(super::sql::ENQUEUE.text().contains(&call));
+        assert_eq!(super::sql::ENQUEUE.text().matches("pg_notify").count(), 1);
     }
 }

@@ -11,6 +11,101 @@
 //!   AND attempt = $held`: the row count tells success from a lost lease.
 //! - No statement reads a row and then writes it in a second statement
 //!   without repeating that guard.
+//! - Each text is constant, so each connection prepares it once and keeps
+//!   it (see [`Statement`]): one round trip per call instead of two.
+
+use std::marker::PhantomData;
+
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{HasSqlType, Untyped};
+
+/// A statement whose text never changes.
+///
+/// diesel's `sql_query` marks its statements unsafe to cache, since its text
+/// is often built at run time; then every call prepares the statement anew,
+/// a second round trip. These texts are constants, so caching them per
+/// connection is safe. Binds go on as with `sql_query`: `$1`, `$2`, ... in
+/// the order of the `bind` calls.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Statement(&'static str);
+
+impl Statement {
+    /// The SQL text.
+    #[cfg(test)]
+    pub(crate) fn text(self) -> &'static str {
+        self.0
+    }
+
+    /// The statement with its first bind parameter, `$1`; further
+    /// parameters follow with `.bind`, in order.
+    pub(crate) fn bind<ST, V>(self, value: V) -> Bound<Self, V, ST> {
+        Bound { query: self, value, sql_type: PhantomData }
+    }
+}
+
+/// A statement with its bind parameters so far, the last one `value`.
+#[derive(Debug)]
+pub(crate) struct Bound<Q, V, ST> {
+    query: Q,
+    value: V,
+    sql_type: PhantomData<ST>,
+}
+
+impl<Q, V, ST> Bound<Q, V, ST> {
+    /// The next bind parameter.
+    pub(crate) fn bind<ST2, V2>(self, value: V2) -> Bound<Self, V2, ST2> {
+        Bound { query: self, value, sql_type: PhantomData }
+    }
+}
+
+impl<Q, V, ST> QueryFragment<Pg> for Bound<Q, V, ST>
+where
+    Q: QueryFragment<Pg>,
+    V: ToSql<ST, Pg>,
+    Pg: HasSqlType<ST>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> diesel::QueryResult<()> {
+        self.query.walk_ast(out.reborrow())?;
+        // The text already holds the `$n` placeholders, so only the value is
+        // pushed, as diesel's own `sql_query` binds do. This method is public
+        // under diesel's third-party-backend feature, which diesel-async
+        // turns on for itself (and pins diesel to ~2.4 for).
+        out.push_bind_param_value_only(&self.value)
+    }
+}
+
+impl<Q, V, ST> QueryId for Bound<Q, V, ST> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q, V, ST> Query for Bound<Q, V, ST> {
+    type SqlType = Untyped;
+}
+
+// Opts in to `load`, `get_result` and `execute`, as diesel's own query types
+// do.
+impl<Q, V, ST> diesel::query_dsl::RunQueryDslSupport for Bound<Q, V, ST> {}
+
+impl QueryFragment<Pg> for Statement {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> diesel::QueryResult<()> {
+        out.push_sql(self.0);
+        Ok(())
+    }
+}
+
+impl QueryId for Statement {
+    // No static id: the statement cache keys these by their text and the
+    // types of their binds, which is exactly what tells them apart.
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for Statement {
+    type SqlType = Untyped;
+}
 
 /// Inserts a batch in one statement, skipping keys already used, and sends
 /// one NOTIFY for the whole statement when anything was inserted.
@@ -22,7 +117,8 @@
 /// The `notified` CTE runs `pg_notify` once, guarded by EXISTS so that a
 /// batch that inserted nothing wakes nobody; the final WHERE references it
 /// in a subquery that PostgreSQL evaluates once (an `InitPlan`), never per row.
-pub(crate) const ENQUEUE: &str = "\
+pub(crate) const ENQUEUE: Statement = Statement(
+    "\
 WITH clock AS (SELECT COALESCE($1, now()) AS now),
 input AS (
     SELECT *
@@ -46,12 +142,15 @@ inserted AS (
 notified AS (
     SELECT pg_notify('greenlight_queue_ready', '') WHERE EXISTS (SELECT 1 FROM inserted)
 )
-SELECT inserted.* FROM inserted WHERE (SELECT count(*) FROM notified) >= 0";
+SELECT inserted.* FROM inserted WHERE (SELECT count(*) FROM notified) >= 0",
+);
 
 /// The jobs holding these idempotency keys, for the answers of an enqueue
 /// whose keys were already used.
-pub(crate) const BY_IDEMPOTENCY_KEYS: &str = "\
-SELECT * FROM greenlight_queue WHERE idempotency_key = ANY($1)";
+pub(crate) const BY_IDEMPOTENCY_KEYS: Statement = Statement(
+    "\
+SELECT * FROM greenlight_queue WHERE idempotency_key = ANY($1)",
+);
 
 /// Claims in one statement. The CTE picks ready rows in claim order and
 /// locks them, skipping rows another claimer has locked (SKIP LOCKED: no
@@ -60,7 +159,8 @@ SELECT * FROM greenlight_queue WHERE idempotency_key = ANY($1)";
 /// changed after this statement's snapshot is re-checked by FOR UPDATE
 /// against `status = 'pending'`, so it cannot be claimed twice.
 /// `idx_greenlight_queue_claim` serves the CTE in exactly this order.
-pub(crate) const CLAIM: &str = "\
+pub(crate) const CLAIM: Statement = Statement(
+    "\
 WITH clock AS (SELECT COALESCE($1, now()) AS now),
 ready AS (
     SELECT id FROM greenlight_queue
@@ -77,29 +177,36 @@ SET status = 'executing',
     lease_expires_at = clock.now + $4
 FROM ready, clock
 WHERE job.id = ready.id
-RETURNING job.*";
+RETURNING job.*",
+);
 
 /// Which of these ids name a stored job: explains a guarded write that
 /// changed nothing (gone, or held no more).
-pub(crate) const EXISTING: &str = "SELECT id FROM greenlight_queue WHERE id = ANY($1)";
+pub(crate) const EXISTING: Statement =
+    Statement("SELECT id FROM greenlight_queue WHERE id = ANY($1)");
 
 /// Extends a held lease.
-pub(crate) const HEARTBEAT: &str = "\
+pub(crate) const HEARTBEAT: Statement = Statement(
+    "\
 UPDATE greenlight_queue
 SET lease_expires_at = COALESCE($1, now()) + $2
 WHERE id = $3 AND status = 'executing' AND attempt = $4
-RETURNING *";
+RETURNING *",
+);
 
 /// Stores the execution id of a held job.
-pub(crate) const RECORD_EXECUTION_ID: &str = "\
+pub(crate) const RECORD_EXECUTION_ID: Statement = Statement(
+    "\
 UPDATE greenlight_queue
 SET execution_id = $1
 WHERE id = $2 AND status = 'executing' AND attempt = $3
-RETURNING *";
+RETURNING *",
+);
 
 /// Completes held jobs, one or many, in one statement. The lease, holder
 /// and last error go, as a complete job has none of them.
-pub(crate) const COMPLETE: &str = "\
+pub(crate) const COMPLETE: Statement = Statement(
+    "\
 WITH clock AS (SELECT COALESCE($1, now()) AS now),
 input AS (SELECT * FROM unnest($2, $3, $4) AS input(id, attempt, result))
 UPDATE greenlight_queue AS job
@@ -111,7 +218,8 @@ SET status = 'complete',
     worker_id = NULL
 FROM input, clock
 WHERE job.id = input.id AND job.status = 'executing' AND job.attempt = input.attempt
-RETURNING job.*";
+RETURNING job.*",
+);
 
 /// Records failed attempts of held jobs and decides, in SQL, retry or fail:
 /// failure number `retry_count + 1` is retried when it is at most
@@ -125,7 +233,8 @@ RETURNING job.*";
 /// makes sure the delay was computed for the row being written. Used by
 /// `fail` (one job, `$8` false) and by the rescuer (many, `$8` true), which
 /// repeats the expiry check so that a heartbeat that got in first wins.
-pub(crate) const FAIL: &str = "\
+pub(crate) const FAIL: Statement = Statement(
+    "\
 WITH clock AS (SELECT COALESCE($1, now()) AS now),
 input AS (
     SELECT * FROM unnest($2, $3, $4, $5, $6, $7)
@@ -150,19 +259,23 @@ WHERE job.id = input.id
   AND job.attempt = input.attempt
   AND job.retry_count = input.retry_count
   AND (NOT $8 OR job.lease_expires_at <= clock.now)
-RETURNING job.*";
+RETURNING job.*",
+);
 
 /// Executing jobs whose lease has run out, oldest expiry first, with what
 /// the rescuer needs to compute each one's retry delay and message.
-pub(crate) const EXPIRED: &str = "\
+pub(crate) const EXPIRED: Statement = Statement(
+    "\
 SELECT id, attempt, retry_count, worker_id
 FROM greenlight_queue
 WHERE status = 'executing' AND lease_expires_at <= COALESCE($1, now())
 ORDER BY lease_expires_at
-LIMIT $2";
+LIMIT $2",
+);
 
 /// Gives a held job back unrun: pending at once, no retry spent.
-pub(crate) const RELEASE: &str = "\
+pub(crate) const RELEASE: Statement = Statement(
+    "\
 UPDATE greenlight_queue
 SET status = 'pending',
     run_at = COALESCE($1, now()),
@@ -170,21 +283,25 @@ SET status = 'pending',
     lease_expires_at = NULL,
     worker_id = NULL
 WHERE id = $2 AND status = 'executing' AND attempt = $3
-RETURNING *";
+RETURNING *",
+);
 
 /// Cancels a pending job.
-pub(crate) const CANCEL: &str = "\
+pub(crate) const CANCEL: Statement = Statement(
+    "\
 UPDATE greenlight_queue
 SET status = 'failed',
     error_message = $3,
     completed_at = COALESCE($1, now()),
     started_at = NULL
 WHERE id = $2 AND status = 'pending'
-RETURNING *";
+RETURNING *",
+);
 
 /// Puts a failed job back to pending with a fresh retry budget; the error
 /// stays as the record of the last failure.
-pub(crate) const REQUEUE: &str = "\
+pub(crate) const REQUEUE: Statement = Statement(
+    "\
 UPDATE greenlight_queue
 SET status = 'pending',
     retry_count = 0,
@@ -193,11 +310,13 @@ SET status = 'pending',
     completed_at = NULL,
     result_payload = NULL
 WHERE id = $2 AND status = 'failed'
-RETURNING *";
+RETURNING *",
+);
 
 /// Every count of `Stats` in one pass over the table. The LEFT JOIN from
 /// `clock` makes an empty table give one row of zeros.
-pub(crate) const STATS: &str = "\
+pub(crate) const STATS: Statement = Statement(
+    "\
 WITH clock AS (SELECT COALESCE($1, now()) AS now)
 SELECT count(*) FILTER (WHERE job.status = 'pending') AS pending,
        count(*) FILTER (WHERE job.status = 'pending' AND job.run_at <= clock.now) AS ready,
@@ -212,16 +331,37 @@ SELECT count(*) FILTER (WHERE job.status = 'pending') AS pending,
                                  AND job.run_at > clock.now) AS next_scheduled_run_at,
        clock.now AS now
 FROM clock LEFT JOIN greenlight_queue AS job ON true
-GROUP BY clock.now";
+GROUP BY clock.now",
+);
 
 /// Deletes at most `$4` finished jobs. The subquery bounds the batch, and
 /// SKIP LOCKED keeps two pruners (or a pruner and an operator) from waiting
 /// on each other's rows.
-pub(crate) const PRUNE: &str = "\
+pub(crate) const PRUNE: Statement = Statement(
+    "\
 DELETE FROM greenlight_queue
 WHERE id IN (
     SELECT id FROM greenlight_queue
     WHERE status = $2 AND completed_at < COALESCE($1, now()) - $3
     LIMIT $4
     FOR UPDATE SKIP LOCKED
-)";
+)",
+);
+
+#[cfg(test)]
+mod tests {
+    use diesel::pg::Pg;
+    use diesel::query_builder::QueryFragment;
+    use diesel::sql_types::{BigInt, Nullable, Timestamptz};
+
+    #[test]
+    fn constant_statements_may_stay_prepared() {
+        let prune = super::PRUNE
+            .bind::<Nullable<Timestamptz>, _>(None::<chrono::DateTime<chrono::Utc>>)
+            .bind::<BigInt, _>(5_i64);
+        assert_eq!(prune.is_safe_to_cache_prepared(&Pg).ok(), Some(true));
+        // What `sql_query` would have said, and why these are not built on it.
+        let plain = diesel::sql_query(super::PRUNE.text()).bind::<BigInt, _>(5_i64);
+        assert_eq!(plain.is_safe_to_cache_prepared(&Pg).ok(), Some(false));
+    }
+}

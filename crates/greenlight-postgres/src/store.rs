@@ -253,7 +253,7 @@ impl PgStore {
     /// Runs the FAIL statement for held jobs; returns the rows it changed.
     async fn fail_rows(&self, input: FailInput, rescue: bool) -> Result<Vec<JobRow>> {
         let mut conn = self.connection().await?;
-        diesel::sql_query(sql::FAIL)
+        (sql::FAIL)
             .bind::<Nullable<Timestamptz>, _>(self.now())
             .bind::<Array<SqlUuid>, _>(input.ids)
             .bind::<Array<Int4>, _>(input.attempts)
@@ -276,7 +276,7 @@ impl PgStore {
         results: Vec<Value>,
     ) -> Result<HashMap<JobId, JobRow>> {
         let mut conn = self.connection().await?;
-        let rows = diesel::sql_query(sql::COMPLETE)
+        let rows = (sql::COMPLETE)
             .bind::<Nullable<Timestamptz>, _>(self.now())
             .bind::<Array<SqlUuid>, _>(ids)
             .bind::<Array<Int4>, _>(attempts)
@@ -307,7 +307,7 @@ impl PgStore {
         }
 
         let mut conn = self.connection().await?;
-        let found = diesel::sql_query(sql::EXISTING)
+        let found = (sql::EXISTING)
             .bind::<Array<SqlUuid>, _>(ids)
             .load::<Found>(&mut *conn)
             .await
@@ -545,7 +545,7 @@ impl Store for PgStore {
 
         // Step 2: one INSERT for the whole batch (and one NOTIFY).
         let mut conn = self.connection().await?;
-        let inserted = diesel::sql_query(sql::ENQUEUE)
+        let inserted = (sql::ENQUEUE)
             .bind::<Nullable<Timestamptz>, _>(self.now())
             .bind::<Array<SqlUuid>, _>(input.ids)
             .bind::<Array<Nullable<SqlUuid>>, _>(input.atom_ids)
@@ -587,7 +587,7 @@ impl Store for PgStore {
             .into_iter()
             .collect();
         if !missing.is_empty() {
-            let rows = diesel::sql_query(sql::BY_IDEMPOTENCY_KEYS)
+            let rows = (sql::BY_IDEMPOTENCY_KEYS)
                 .bind::<Array<Text>, _>(missing)
                 .load::<JobRow>(&mut *conn)
                 .await
@@ -625,7 +625,7 @@ impl Store for PgStore {
         }
 
         let mut conn = self.connection().await?;
-        let rows = diesel::sql_query(sql::CLAIM)
+        let rows = (sql::CLAIM)
             .bind::<Nullable<Timestamptz>, _>(self.now())
             .bind::<BigInt, _>(request.limit as i64)
             .bind::<Text, _>(request.worker_id.as_str())
@@ -643,7 +643,7 @@ impl Store for PgStore {
     async fn heartbeat(&self, job: &Job<Executing>, lease: Duration) -> Result<Job<Executing>> {
         check_lease(lease)?;
         let mut conn = self.connection().await?;
-        let row = diesel::sql_query(sql::HEARTBEAT)
+        let row = (sql::HEARTBEAT)
             .bind::<Nullable<Timestamptz>, _>(self.now())
             .bind::<Interval, _>(interval(lease))
             .bind::<SqlUuid, _>(job.id().0)
@@ -665,7 +665,7 @@ impl Store for PgStore {
         execution_id: ExecutionId,
     ) -> Result<Job<Executing>> {
         let mut conn = self.connection().await?;
-        let row = diesel::sql_query(sql::RECORD_EXECUTION_ID)
+        let row = (sql::RECORD_EXECUTION_ID)
             .bind::<Text, _>(execution_id.as_str())
             .bind::<SqlUuid, _>(job.id().0)
             .bind::<Int4, _>(job.attempt() as i32)
@@ -778,7 +778,7 @@ impl Store for PgStore {
 
     async fn release(&self, job: Job<Executing>) -> Result<Job<Pending>> {
         let mut conn = self.connection().await?;
-        let row = diesel::sql_query(sql::RELEASE)
+        let row = (sql::RELEASE)
             .bind::<Nullable<Timestamptz>, _>(self.now())
             .bind::<SqlUuid, _>(job.id().0)
             .bind::<Int4, _>(job.attempt() as i32)
@@ -797,7 +797,7 @@ impl Store for PgStore {
         let reason = sanitize_error(reason);
         for _ in 0..STATE_RACE_TRIES {
             let mut conn = self.connection().await?;
-            let row = diesel::sql_query(sql::CANCEL)
+            let row = (sql::CANCEL)
                 .bind::<Nullable<Timestamptz>, _>(self.now())
                 .bind::<SqlUuid, _>(id.0)
                 .bind::<Text, _>(reason.as_str())
@@ -819,7 +819,7 @@ impl Store for PgStore {
     async fn requeue(&self, id: JobId) -> Result<Job<Pending>> {
         for _ in 0..STATE_RACE_TRIES {
             let mut conn = self.connection().await?;
-            let row = diesel::sql_query(sql::REQUEUE)
+            let row = (sql::REQUEUE)
                 .bind::<Nullable<Timestamptz>, _>(self.now())
                 .bind::<SqlUuid, _>(id.0)
                 .get_result::<JobRow>(&mut *conn)
@@ -846,7 +846,7 @@ impl Store for PgStore {
             // job that was heartbeated, completed or rescued by another
             // rescuer in between is simply not written.
             let mut conn = self.connection().await?;
-            let expired = diesel::sql_query(sql::EXPIRED)
+            let expired = (sql::EXPIRED)
                 .bind::<Nullable<Timestamptz>, _>(now)
                 .bind::<BigInt, _>(RESCUE_BATCH)
                 .load::<ExpiredRow>(&mut *conn)
@@ -950,7 +950,7 @@ impl Store for PgStore {
 
     async fn stats(&self) -> Result<Stats> {
         let mut conn = self.connection().await?;
-        let row = diesel::sql_query(sql::STATS)
+        let row = (sql::STATS)
             .bind::<Nullable<Timestamptz>, _>(self.now())
             .get_result::<StatsRow>(&mut *conn)
             .await
@@ -975,7 +975,7 @@ impl Store for PgStore {
     async fn prune(&self, request: &PruneRequest) -> Result<u64> {
         request.validate()?;
         let mut conn = self.connection().await?;
-        let deleted = diesel::sql_query(sql::PRUNE)
+        let deleted = (sql::PRUNE)
             .bind::<Nullable<Timestamptz>, _>(self.now())
             .bind::<Text, _>(request.status.as_str())
             .bind::<Interval, _>(interval(request.older_than))
