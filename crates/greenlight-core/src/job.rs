@@ -64,8 +64,9 @@ pub struct JobData {
     pub queued_at: DateTime<Utc>,
     /// Higher runs first among ready jobs.
     pub priority: i32,
-    /// When the job may next be claimed (pending jobs only; the time of
-    /// the last claim otherwise).
+    /// When the job may next be claimed. A claim leaves it as it was, so
+    /// on an executing, complete or failed job it is the time the last
+    /// attempt became due, not the time it started (see `started_at`).
     pub run_at: DateTime<Utc>,
     /// How many attempts failed (an error or an expired lease).
     pub retry_count: u32,
@@ -329,7 +330,7 @@ impl Job<Executing> {
         }
 
         let jitter = Jitter::for_attempt(data.id, data.attempt);
-        data.run_at = clock::add(now, policy.delay(failure, jitter));
+        data.run_at = clock::truncate(clock::add(now, policy.delay(failure, jitter)));
         FailOutcome::Retrying(Self::with(data, Pending { last_error: Some(error) }))
     }
 

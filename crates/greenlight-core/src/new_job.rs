@@ -32,12 +32,13 @@ pub enum Schedule {
 }
 
 impl Schedule {
-    /// The `run_at` for a job enqueued at `now`.
+    /// The `run_at` for a job enqueued at `now`, truncated to whole
+    /// microseconds like every stored time.
     pub fn run_at(self, now: DateTime<Utc>) -> DateTime<Utc> {
         match self {
-            Schedule::Now => now,
+            Schedule::Now => clock::truncate(now),
             Schedule::At(at) => clock::truncate(at),
-            Schedule::After(delay) => clock::add(now, delay),
+            Schedule::After(delay) => clock::truncate(clock::add(now, delay)),
         }
     }
 }

@@ -37,6 +37,8 @@
 
 pub mod conformance;
 pub mod model;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 use std::future::Future;
 
 use greenlight_core::{ManualClock, RetryPolicy, Store};
