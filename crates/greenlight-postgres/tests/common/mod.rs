@@ -104,4 +104,3 @@ impl Store for TestStore {
         self.store.wakeups().await
     }
 }
-
