@@ -80,13 +80,13 @@ pub(crate) enum Command {
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
     /// How many jobs to run.
-    #[arg(long, default_value = "2000", value_parser = positive_count)]
+    #[arg(long, default_value = "2000", value_parser = positive_count, allow_hyphen_values = true)]
     pub(crate) jobs: usize,
     /// How many workers share the queue.
-    #[arg(long, default_value = "4", value_parser = positive_count)]
+    #[arg(long, default_value = "4", value_parser = positive_count, allow_hyphen_values = true)]
     pub(crate) workers: usize,
     /// Jobs each worker runs at once.
-    #[arg(long, default_value = "16", value_parser = positive_count)]
+    #[arg(long, default_value = "16", value_parser = positive_count, allow_hyphen_values = true)]
     pub(crate) concurrency: usize,
     /// The share of attempts that fail (0 to 1); a tenth of those fail
     /// permanently, the rest are retried.
@@ -151,10 +151,10 @@ pub(crate) struct EnqueueArgs {
 #[derive(Debug, Args)]
 pub(crate) struct WorkArgs {
     /// Jobs run at once.
-    #[arg(long, default_value = "8", value_parser = positive_count)]
+    #[arg(long, default_value = "8", value_parser = positive_count, allow_hyphen_values = true)]
     pub(crate) concurrency: usize,
     /// The most jobs one claim takes. Default: the concurrency.
-    #[arg(long = "batch", value_name = "N", value_parser = positive_count)]
+    #[arg(long = "batch", value_name = "N", value_parser = positive_count, allow_hyphen_values = true)]
     pub(crate) batch_size: Option<usize>,
     /// How long a claim holds a job without a heartbeat.
     #[arg(long, default_value = "30s", value_parser = duration::parse)]

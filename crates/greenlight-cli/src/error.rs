@@ -60,9 +60,6 @@ impl From<Error> for CliError {
     fn from(error: Error) -> Self {
         match error {
             Error::InvalidInput { .. } => CliError::Input(error.to_string()),
-            Error::Unavailable { .. } => {
-                CliError::Failed(format!("cannot reach the database: {error}"))
-            }
             other => CliError::Failed(other.to_string()),
         }
     }
