@@ -166,6 +166,10 @@ pub(crate) struct WorkArgs {
     /// within ten minutes.
     #[arg(long)]
     pub(crate) drain: bool,
+    /// On SIGINT or SIGTERM, how long running jobs may take to finish
+    /// before they are killed and given back to pending.
+    #[arg(long, default_value = "30s", value_parser = duration::parse)]
+    pub(crate) grace: Duration,
     /// How long an idle worker waits before looking for work again when no
     /// notification arrives.
     #[arg(long, default_value = "1s", value_parser = duration::parse)]

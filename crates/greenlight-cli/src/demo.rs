@@ -137,8 +137,9 @@ async fn watch(
         let line = status_line(&stats, retries, started.elapsed());
         match &bar {
             Some(bar) => {
-                bar.set_position(stats.complete + stats.failed);
+                // The message first: setting the position redraws.
                 bar.set_message(line);
+                bar.set_position(stats.complete + stats.failed);
             }
             None if last_line.elapsed() >= PLAIN_LINE_EVERY => {
                 eprintln!("demo: {}/{total} finished, {line}", stats.complete + stats.failed);
