@@ -193,6 +193,25 @@ async fn a_program_past_its_timeout_is_killed_and_its_stderr_kept() {
     assert!(error.contains("timeout") && error.contains("started"), "{error}");
 }
 
+/// Today's behaviour, marked FIXME in `process.rs`: a program that exits 0
+/// but leaves a background process holding its stdout is not done until
+/// that process ends or the timeout fires.
+#[tokio::test]
+async fn a_background_child_holding_stdout_delays_the_job_until_the_timeout() {
+    let db = TestDb::new().await;
+    let url = db.url();
+    let id = enqueue(url, &["--max-retries", "0"]);
+
+    run_ok(
+        url,
+        &["work", "--drain", "--timeout", "500ms", "--", "sh", "-c", "sleep 3 & echo '{}'"],
+    );
+    let job = show(url, &id);
+    assert_eq!(job["status"], "failed");
+    let error = job["error_message"].as_str().expect("an error message");
+    assert!(error.contains("timeout"), "{error}");
+}
+
 #[tokio::test]
 async fn an_execution_id_printed_on_stderr_is_recorded_at_once() {
     let db = TestDb::new().await;
