@@ -291,6 +291,9 @@ async fn run(shared: Arc<Shared>) -> Metrics {
 
         let mut jobs = JoinSet::new();
         claim_loop(&shared, &mut jobs, &completions).await;
+        // Drained, or told to stop: either way no more claims, and the
+        // maintenance task stops at its next turn.
+        shared.stop_claiming.cancel();
 
         // Shutdown: running jobs get the grace period, then are cancelled
         // and give themselves back.
