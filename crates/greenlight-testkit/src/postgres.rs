@@ -24,6 +24,11 @@
 //! # }
 //! ```
 
+#![allow(
+    clippy::missing_panics_doc,
+    reason = "test setup: a panic with a clear message is how a broken setup is reported"
+)]
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 

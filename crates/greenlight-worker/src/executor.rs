@@ -81,6 +81,7 @@ impl ExecuteError {
 ///     Ok::<_, ExecuteError>(json!({ "attempt": job.attempt() }))
 /// });
 /// ```
+#[derive(Clone)]
 pub struct FnExecutor<F> {
     function: F,
 }

@@ -482,6 +482,7 @@ async fn execute(shared: &Arc<Shared>, job: &Job<Executing>) -> (RunEnd, Job<Exe
     let context = JobContext::new(Arc::clone(&shared.store), Arc::clone(&held), cancel.clone());
 
     let run = AssertUnwindSafe(shared.executor.execute(job, &context)).catch_unwind();
+    tokio::pin!(run);
     let timeout = async {
         match shared.config.job_timeout {
             Some(limit) => {
@@ -493,7 +494,7 @@ async fn execute(shared: &Arc<Shared>, job: &Job<Executing>) -> (RunEnd, Job<Exe
     };
     let end = tokio::select! {
         biased;
-        outcome = run => match outcome {
+        outcome = &mut run => match outcome {
             Ok(result) => RunEnd::Finished(result),
             Err(panic) => RunEnd::Panicked(panic_message(panic.as_ref())),
         },
@@ -501,11 +502,21 @@ async fn execute(shared: &Arc<Shared>, job: &Job<Executing>) -> (RunEnd, Job<Exe
         limit = timeout => RunEnd::TimedOut(limit),
         () = shared.hard_stop.cancelled() => RunEnd::Shutdown,
     };
-    // Tell an executor still holding clones of the context to stop.
+    // Tell the executor to stop. One that was cut short gets a moment to
+    // see the signal and wind down (kill a child process, cancel the
+    // remote execution); whatever it returns then is discarded.
     cancel.cancel();
+    if !matches!(end, RunEnd::Finished(_) | RunEnd::Panicked(_)) {
+        let _ = tokio::time::timeout(WIND_DOWN, &mut run).await;
+    }
     let latest = held.lock().unwrap_or_else(PoisonError::into_inner).clone();
     (end, latest)
 }
+
+/// How long an executor that was cancelled (lease lost, timed out, or
+/// shut down past the grace period) may take to wind down before it is
+/// dropped. Its outcome is discarded either way.
+const WIND_DOWN: Duration = Duration::from_secs(1);
 
 /// Extends the lease every third of its length; returns only when the
 /// lease is lost. A storage fault is logged and the next beat tried: the

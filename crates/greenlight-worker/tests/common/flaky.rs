@@ -1,0 +1,152 @@
+//! A store that fails on purpose, for testing how the worker rides out
+//! storage faults.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use greenlight_core::{
+    AnyJob, ClaimRequest, Complete, Enqueued, Error, Executing, ExecutionId, FailOutcome, Failed,
+    Failure, Job, JobId, JobPage, ListFilter, NewJob, Pending, PruneRequest, Rescued, Result,
+    Stats, Store, Wakeups, async_trait,
+};
+use serde_json::Value;
+
+/// Wraps a store; every `every`-th call fails with `Unavailable`. Odd
+/// faults fail before the call reaches the store; even ones after it, so
+/// the write happened but its answer was lost, like a connection dropping
+/// mid-reply.
+#[derive(Debug)]
+pub struct FlakyStore {
+    inner: Arc<dyn Store>,
+    every: u64,
+    calls: AtomicU64,
+    faults: AtomicU64,
+}
+
+enum Fault {
+    None,
+    Before,
+    After,
+}
+
+impl FlakyStore {
+    pub fn new(inner: Arc<dyn Store>, every: u64) -> Self {
+        Self { inner, every, calls: AtomicU64::new(0), faults: AtomicU64::new(0) }
+    }
+
+    pub fn faults(&self) -> u64 {
+        self.faults.load(Ordering::SeqCst)
+    }
+
+    fn next_fault(&self) -> Fault {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if !call.is_multiple_of(self.every) {
+            return Fault::None;
+        }
+        let fault = self.faults.fetch_add(1, Ordering::SeqCst) + 1;
+        if fault % 2 == 1 { Fault::Before } else { Fault::After }
+    }
+
+    async fn call<T, F>(&self, operation: F) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        match self.next_fault() {
+            Fault::None => operation.await,
+            Fault::Before => Err(Error::unavailable("injected fault before the call")),
+            Fault::After => {
+                let _ = operation.await;
+                Err(Error::unavailable("injected fault after the call"))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for FlakyStore {
+    async fn enqueue(&self, job: NewJob) -> Result<Enqueued> {
+        self.call(self.inner.enqueue(job)).await
+    }
+
+    async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
+        self.call(self.inner.enqueue_many(jobs)).await
+    }
+
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Job<Executing>>> {
+        // A claim whose answer is lost would strand its jobs until their
+        // leases expire; that is the rescuer's business, tested elsewhere,
+        // so claims only fail before reaching the store.
+        match self.next_fault() {
+            Fault::None => self.inner.claim(request).await,
+            Fault::Before | Fault::After => Err(Error::unavailable("injected fault")),
+        }
+    }
+
+    async fn heartbeat(&self, job: &Job<Executing>, lease: Duration) -> Result<Job<Executing>> {
+        self.call(self.inner.heartbeat(job, lease)).await
+    }
+
+    async fn record_execution_id(
+        &self,
+        job: &Job<Executing>,
+        execution_id: ExecutionId,
+    ) -> Result<Job<Executing>> {
+        self.call(self.inner.record_execution_id(job, execution_id)).await
+    }
+
+    async fn complete(&self, job: Job<Executing>, result: Value) -> Result<Job<Complete>> {
+        self.call(self.inner.complete(job, result)).await
+    }
+
+    async fn complete_many(
+        &self,
+        jobs: Vec<(Job<Executing>, Value)>,
+    ) -> Result<Vec<Result<Job<Complete>>>> {
+        self.call(self.inner.complete_many(jobs)).await
+    }
+
+    async fn fail(&self, job: Job<Executing>, failure: Failure) -> Result<FailOutcome> {
+        self.call(self.inner.fail(job, failure)).await
+    }
+
+    async fn release(&self, job: Job<Executing>) -> Result<Job<Pending>> {
+        self.call(self.inner.release(job)).await
+    }
+
+    async fn cancel(&self, id: JobId, reason: &str) -> Result<Job<Failed>> {
+        self.call(self.inner.cancel(id, reason)).await
+    }
+
+    async fn requeue(&self, id: JobId) -> Result<Job<Pending>> {
+        self.call(self.inner.requeue(id)).await
+    }
+
+    async fn rescue_expired(&self) -> Result<Rescued> {
+        self.call(self.inner.rescue_expired()).await
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<AnyJob>> {
+        self.call(self.inner.get(id)).await
+    }
+
+    async fn get_by_execution_id(&self, execution_id: &ExecutionId) -> Result<Option<AnyJob>> {
+        self.call(self.inner.get_by_execution_id(execution_id)).await
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<JobPage> {
+        self.call(self.inner.list(filter)).await
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        self.call(self.inner.stats()).await
+    }
+
+    async fn prune(&self, request: &PruneRequest) -> Result<u64> {
+        self.call(self.inner.prune(request)).await
+    }
+
+    async fn wakeups(&self) -> Result<Option<Wakeups>> {
+        self.inner.wakeups().await
+    }
+}
