@@ -216,9 +216,10 @@ impl MemoryStoreBuilder {
         self
     }
 
-    /// Bounds on results passed to `complete`. Default:
-    /// [`PayloadLimits::default`]. Request payloads are checked when a
-    /// [`NewJob`] is built, with the limits given to its builder.
+    /// Bounds on the request payloads enqueued and the results passed to
+    /// `complete`. Default: [`PayloadLimits::default`]. A [`NewJob`] is
+    /// checked against its builder's limits when built and against the
+    /// store's when enqueued, so the tighter of the two wins.
     pub fn payload_limits(mut self, payload_limits: PayloadLimits) -> Self {
         self.payload_limits = payload_limits;
         self
@@ -277,6 +278,7 @@ fn completed_at(job: &AnyJob) -> Option<DateTime<Utc>> {
 #[async_trait]
 impl Store for MemoryStore {
     async fn enqueue(&self, job: NewJob) -> Result<Enqueued> {
+        self.inner.payload_limits.check_request(job.request_payload())?;
         let now = self.now();
         let enqueued = {
             let mut state = self.lock()?;
@@ -299,6 +301,11 @@ impl Store for MemoryStore {
     }
 
     async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
+        // This store's limits may be tighter than those the jobs were
+        // built with; one job over them refuses the whole batch.
+        for job in &jobs {
+            self.inner.payload_limits.check_request(job.request_payload())?;
+        }
         let now = self.now();
         let enqueued = {
             let mut state = self.lock()?;

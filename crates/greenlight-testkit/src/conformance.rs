@@ -1182,3 +1182,108 @@ pub async fn wakeups_follow_enqueue<F: StoreFactory>(factory: F) {
     let woke = tokio::time::timeout(Duration::from_secs(10), wakeups.next()).await;
     assert_eq!(woke, Ok(Some(())), "no wake-up after an enqueue");
 }
+
+/// Text shaped like SQL, quoting or formatting tricks, stored verbatim.
+const HOSTILE_TEXTS: [&str; 6] = [
+    "'); DROP TABLE greenlight_queue; --",
+    "\" OR ''='' --",
+    "$1 $$ \\ %s {} %n \\x27",
+    "Robert'); DELETE FROM learning_atoms WHERE ('a'='a",
+    "\u{202e}ʇxǝʇ 🙃 \u{feff}",
+    "<script>alert(1)</script>",
+];
+
+/// Hostile text in every text field (payload keys and values, execution
+/// id, idempotency key, worker id, error message, cancel reason, result)
+/// is stored and read back unchanged, and finds its job again by
+/// execution id and by key.
+pub async fn hostile_text_is_stored_verbatim<F: StoreFactory>(factory: F) {
+    let h = harness(&factory).await;
+    for (n, text) in HOSTILE_TEXTS.iter().enumerate() {
+        let mut payload = serde_json::Map::new();
+        payload.insert((*text).to_owned(), json!(text));
+        let job = NewJob::builder(LearnerId::random(), Value::Object(payload.clone()))
+            .execution_id(format!("{text}-{n}"))
+            .idempotency_key(format!("{text}-key"))
+            .build()
+            .expect("hostile text is valid text");
+        let pending = h.enqueue(job.clone()).await;
+        assert_eq!(pending.data().request_payload, Value::Object(payload));
+        let execution_id = ExecutionId::new(format!("{text}-{n}")).expect("valid");
+        let found = h.store.get_by_execution_id(&execution_id).await.expect("lookup");
+        assert_eq!(found.map(|job| job.id()), Some(pending.id()), "found by execution id");
+        match h.store.enqueue(job).await.expect("enqueue again") {
+            Enqueued::Existing(existing) => assert_eq!(existing.id(), pending.id()),
+            Enqueued::Created(job) => panic!("the key {text:?} made a second job {job:?}"),
+        }
+
+        let request = ClaimRequest { worker_id: worker(text), limit: 1, lease: LEASE };
+        let executing = h.store.claim(&request).await.expect("claim").remove(0);
+        assert_eq!(executing.state().worker_id.as_str(), *text);
+        let failure = Failure::retryable(*text);
+        let FailOutcome::Retrying(retrying) = h.store.fail(executing, failure).await.expect("fail")
+        else {
+            panic!("a retryable failure with retries left must retry");
+        };
+        assert_eq!(retrying.state().last_error.as_deref(), Some(*text));
+        h.advance_to(retrying.data().run_at);
+        let executing = h.claim_one().await;
+        let complete = h.store.complete(executing, json!({ "stdout": text })).await.expect("done");
+        let AnyJob::Complete(stored) = h.stored(complete.id()).await else {
+            panic!("job {} is not complete", complete.id());
+        };
+        assert_eq!(stored.state().result, json!({ "stdout": text }));
+        assert_eq!(stored.data().retry_count, 1);
+
+        let cancelled = h.enqueue_one().await;
+        let failed = h.store.cancel(cancelled.id(), text).await.expect("cancel");
+        assert_eq!(failed.state().error, *text);
+        let AnyJob::Failed(stored) = h.stored(cancelled.id()).await else {
+            panic!("job {} is not failed", cancelled.id());
+        };
+        assert_eq!(stored.state().error, *text);
+    }
+    let stats = h.stats().await;
+    assert_eq!(stats.complete, HOSTILE_TEXTS.len() as u64, "the table is intact");
+    assert_eq!(stats.failed, HOSTILE_TEXTS.len() as u64);
+}
+
+/// A job built with looser limits than the store's is refused by the
+/// store, alone or in a batch, and nothing of the batch is written; NUL
+/// characters in an error message or a cancel reason, which PostgreSQL
+/// refuses in text, are dropped rather than failing the write.
+pub async fn store_limits_refuse_oversized_payloads_and_write_nothing<F: StoreFactory>(factory: F) {
+    let h = harness(&factory).await;
+    let loose = greenlight_core::PayloadLimits { max_bytes: 8 * 1024 * 1024, max_depth: 1_000 };
+    let too_big =
+        json!({ "code": "x".repeat(greenlight_core::PayloadLimits::default().max_bytes) });
+    let mut too_deep = json!([]);
+    for _ in 0..greenlight_core::PayloadLimits::default().max_depth {
+        too_deep = json!([too_deep]);
+    }
+    for payload in [too_big, too_deep] {
+        let job =
+            NewJob::builder(LearnerId::random(), payload).limits(loose).build().expect("loose");
+        assert_error!(
+            h.store.enqueue(job.clone()).await,
+            Error::InvalidInput { field: "request_payload", .. }
+        );
+        assert_error!(
+            h.store.enqueue_many(vec![new_job(), job, new_job()]).await,
+            Error::InvalidInput { field: "request_payload", .. }
+        );
+        assert_eq!(h.stats().await.pending, 0, "a refused batch writes nothing");
+    }
+
+    h.enqueue_one().await;
+    let executing = h.claim_one().await;
+    let failure = Failure::permanent("exit 1: a\u{0}b");
+    let FailOutcome::Failed(failed) = h.store.fail(executing, failure).await.expect("fail") else {
+        panic!("a permanent failure must fail");
+    };
+    assert_eq!(failed.state().error, "exit 1: ab");
+    let pending = h.enqueue_one().await;
+    let cancelled = h.store.cancel(pending.id(), "\u{0}gone\u{0}").await.expect("cancel");
+    assert_eq!(cancelled.state().error, "gone");
+    assert_eq!(h.stored(pending.id()).await, cancelled.into_any());
+}

@@ -118,6 +118,8 @@ macro_rules! conformance_suite {
             unknown_ids_are_not_found,
             writes_to_finished_jobs_are_lease_lost,
             wakeups_follow_enqueue,
+            hostile_text_is_stored_verbatim,
+            store_limits_refuse_oversized_payloads_and_write_nothing,
         );
     };
 }
