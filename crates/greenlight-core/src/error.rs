@@ -66,6 +66,17 @@ pub enum Error {
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
+    /// The storage refused the operation because the caller lacks a
+    /// privilege (a producer's role trying to claim, say). Retrying will
+    /// not help until an operator grants it; SECURITY.md lists what each
+    /// role needs.
+    #[error("{message}")]
+    PermissionDenied {
+        /// What was refused, starting with "permission denied", without
+        /// SQL text or credentials.
+        message: String,
+    },
+
     /// The storage refused the operation or returned something that makes
     /// no sense (a row breaking the state rules, an unexpected database
     /// error). Retrying the same call will not help.

@@ -162,6 +162,9 @@ fn database_error(
             // A time past what PostgreSQL stores (year 294276): an absurd
             // delay or lease.
             "22008" => Error::invalid("time", "is outside the range PostgreSQL can store"),
+            // Insufficient privilege: the role lacks a grant SECURITY.md
+            // lists. PostgreSQL's own text names the table.
+            "42501" => Error::PermissionDenied { message },
             _ => Error::storage(format!("database error {state}: {message}")),
         },
     }
@@ -328,6 +331,9 @@ mod tests {
             error.to_string(),
             "storage error: database error 42P01: relation \"greenlight_queue\" does not exist"
         );
+        let error = reported(unknown, "42501", "permission denied for table greenlight_queue");
+        assert!(matches!(error, Error::PermissionDenied { .. }) && !error.is_retryable());
+        assert_eq!(error.to_string(), "permission denied for table greenlight_queue");
         let error = reported(DatabaseErrorKind::ClosedConnection, "", "connection closed");
         assert!(error.is_retryable());
     }

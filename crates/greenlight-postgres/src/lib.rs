@@ -47,12 +47,14 @@
 mod error;
 mod listen;
 mod migrate;
+mod privileges;
 mod row;
 mod schema;
 mod sql;
 mod store;
 
 pub use migrate::migrate;
+pub use privileges::Role;
 pub use store::{PgStore, PgStoreBuilder};
 
 /// The NOTIFY channel for new work. Each enqueue statement that adds jobs

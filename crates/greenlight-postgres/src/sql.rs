@@ -348,6 +348,14 @@ WHERE id IN (
 )",
 );
 
+/// The privileges among `$1` that the connected role lacks on the
+/// queue's table.
+pub(crate) const MISSING_PRIVILEGES: Statement = Statement(
+    "\
+SELECT privilege FROM unnest($1::text[]) AS privilege
+WHERE NOT has_table_privilege('greenlight_queue', privilege)",
+);
+
 #[cfg(test)]
 mod tests {
     use diesel::pg::Pg;

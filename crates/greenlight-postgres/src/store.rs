@@ -26,6 +26,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::{Secrets, connection_lost, pool_error, query_error};
+use crate::privileges::{Missing, Role};
 use crate::row::JobRow;
 use crate::schema::greenlight_queue;
 use crate::{listen, sql};
@@ -236,6 +237,35 @@ impl PgStore {
     /// The retry policy in use.
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.inner.policy
+    }
+
+    /// Checks that the connected role holds every table privilege `role`
+    /// needs (see [`Role::privileges`]), so a process can refuse to start
+    /// rather than fail on its first claim. A worker's claim loop backs off
+    /// and tries again after any error, so without this check a role that
+    /// may not `UPDATE` would wait for ever.
+    ///
+    /// Fails with [`Error::PermissionDenied`] naming what is missing.
+    pub async fn check_privileges(&self, role: Role) -> Result<()> {
+        let privileges: Vec<&str> = role.privileges().to_vec();
+        let mut conn = self.connection().await?;
+        let missing = (sql::MISSING_PRIVILEGES)
+            .bind::<Array<Text>, _>(privileges)
+            .load::<Missing>(&mut *conn)
+            .await
+            .map_err(|error| conn.error(error))?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let missing: Vec<String> = missing.into_iter().map(|row| row.privilege).collect();
+        Err(Error::PermissionDenied {
+            message: format!(
+                "permission denied: this role lacks {} on greenlight_queue, which {} needs \
+                 (see SECURITY.md)",
+                missing.join(", "),
+                role.name()
+            ),
+        })
     }
 
     /// The injected clock's time, or `None` to let the database's `now()`

@@ -9,7 +9,7 @@ use greenlight_core::{
     AnyJob, AtomId, ClaimRequest, Error, ExecutionId, Failure, JobId, LearnerId, NewJob,
     PayloadLimits, Store, WorkerId,
 };
-use greenlight_postgres::PgStore;
+use greenlight_postgres::{PgStore, Role};
 use serde_json::json;
 
 fn job() -> NewJob {
@@ -180,4 +180,40 @@ async fn a_connection_killed_by_the_server_is_replaced() {
         }
     }
     assert_eq!(found.map(|job| job.id()), Some(id), "{errors:?}");
+}
+
+#[tokio::test]
+async fn a_role_without_grants_is_told_what_it_lacks() {
+    let db = common::TestDb::new().await;
+    let owner = PgStore::new(db.url()).expect("lazy");
+    for role in [Role::Worker, Role::Producer] {
+        owner.check_privileges(role).await.expect("the owner may do everything");
+    }
+
+    // A login role with no grant at all, unique to this run: roles belong
+    // to the whole server.
+    let name = format!("gl_bare_{}", std::process::id());
+    let mut server = common::admin().await;
+    common::run_sql(&mut server, &format!("DROP ROLE IF EXISTS {name}")).await.expect("clean");
+    common::run_sql(&mut server, &format!("CREATE ROLE {name} LOGIN")).await.expect("a role");
+    let (scheme, rest) = db.url().split_once("://").expect("a URL");
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let bare = PgStore::new(format!("{scheme}://{name}@{host}")).expect("lazy");
+
+    let error = bare.check_privileges(Role::Worker).await.expect_err("no grants");
+    assert!(matches!(error, Error::PermissionDenied { .. }) && !error.is_retryable(), "{error:?}");
+    assert!(
+        error.to_string().contains("lacks SELECT, UPDATE, DELETE on greenlight_queue"),
+        "{error}"
+    );
+    let error = bare.check_privileges(Role::Producer).await.expect_err("no grants");
+    assert!(error.to_string().contains("lacks SELECT, INSERT"), "{error}");
+    // The store's own statements are refused the same way, and say so.
+    let error = bare.stats().await.expect_err("no SELECT");
+    assert!(matches!(error, Error::PermissionDenied { .. }), "{error:?}");
+    assert_eq!(error.to_string(), "permission denied for table greenlight_queue");
+
+    drop(bare);
+    drop(db);
+    common::run_sql(&mut server, &format!("DROP ROLE {name}")).await.expect("drop the role");
 }

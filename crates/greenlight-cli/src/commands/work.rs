@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use greenlight_core::serde_json::json;
 use greenlight_core::{RetryPolicy, Store};
+use greenlight_postgres::Role;
 use greenlight_worker::{Metrics, Worker, WorkerHandle, shutdown_signal};
 
 use super::open_with;
@@ -46,7 +47,8 @@ pub(crate) async fn run(url: &str, args: WorkArgs, json: bool) -> CliResult {
     // The claim loop, the completer, the rescuer and a heartbeat or two at
     // a time: a few connections beyond a handful of jobs are enough.
     let connections = args.concurrency.min(16) + 4;
-    let store: Arc<dyn Store> = Arc::new(open_with(url, connections, policy)?);
+    let pg_store = Arc::new(open_with(url, connections, policy)?);
+    let store: Arc<dyn Store> = Arc::clone(&pg_store) as Arc<dyn Store>;
     let executor = ProcessExecutor::new(&args.command, args.timeout);
     let mut builder = Worker::builder(Arc::clone(&store), executor)
         .concurrency(args.concurrency)
@@ -60,9 +62,10 @@ pub(crate) async fn run(url: &str, args: WorkArgs, json: bool) -> CliResult {
     }
     let worker = builder.build()?;
 
-    // Fail fast, with exit 1, when the database cannot be reached: the
-    // worker itself would back off and retry for ever.
-    store.stats().await?;
+    // Fail fast, with exit 1, when the database cannot be reached or the
+    // role may not claim: the worker itself would back off and retry for
+    // ever.
+    pg_store.check_privileges(Role::Worker).await?;
 
     let started = Instant::now();
     let mut handle = worker.spawn();
