@@ -13,7 +13,7 @@ use std::path::Path;
 use greenlight_core::chrono::{DateTime, Utc};
 use greenlight_core::serde_json::{self, Value, json};
 use greenlight_core::{AtomId, LearnerId, NewJob, Store};
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use super::open;
 use crate::args::{self, EnqueueArgs};
@@ -81,28 +81,72 @@ async fn single(url: &str, args: EnqueueArgs, json: bool) -> CliResult {
 }
 
 /// One line of a batch file: the table's columns, nothing else.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 struct Line {
     learner_id: LearnerId,
-    #[serde(default)]
     atom_id: Option<AtomId>,
-    #[serde(default = "empty_object")]
     request_payload: Value,
-    #[serde(default)]
     max_retries: Option<i64>,
-    #[serde(default)]
     priority: Option<i32>,
-    #[serde(default)]
     run_at: Option<DateTime<Utc>>,
-    #[serde(default)]
     execution_id: Option<String>,
-    #[serde(default)]
     idempotency_key: Option<String>,
+}
+
+/// The columns a line may name.
+const COLUMNS: [&str; 8] = [
+    "learner_id",
+    "atom_id",
+    "request_payload",
+    "max_retries",
+    "priority",
+    "run_at",
+    "execution_id",
+    "idempotency_key",
+];
+
+impl Line {
+    /// Parses one line field by field, so that an error names the field
+    /// at fault: serde's message for a mistyped field ("invalid type:
+    /// floating point, expected i64") does not.
+    fn parse(raw: &str) -> Result<Self, String> {
+        let value: Value = serde_json::from_str(raw).map_err(|error| without_position(&error))?;
+        let Value::Object(mut fields) = value else {
+            return Err("a line must be a JSON object".to_owned());
+        };
+        if let Some(unknown) = fields.keys().find(|name| !COLUMNS.contains(&name.as_str())) {
+            return Err(format!(
+                "unknown field `{unknown}`, expected one of {}",
+                COLUMNS.join(", ")
+            ));
+        }
+        // An explicit null payload is kept, to be refused as not an object
+        // or array; only a missing one defaults to `{}`.
+        let request_payload = fields.remove("request_payload").unwrap_or_else(empty_object);
+        let mut take = |name: &str| fields.remove(name).filter(|value| !value.is_null());
+        Ok(Self {
+            learner_id: column("learner_id", take("learner_id"))?
+                .ok_or("missing field `learner_id`")?,
+            atom_id: column("atom_id", take("atom_id"))?,
+            request_payload,
+            max_retries: column("max_retries", take("max_retries"))?,
+            priority: column("priority", take("priority"))?,
+            run_at: column("run_at", take("run_at"))?,
+            execution_id: column("execution_id", take("execution_id"))?,
+            idempotency_key: column("idempotency_key", take("idempotency_key"))?,
+        })
+    }
 }
 
 fn empty_object() -> Value {
     json!({})
+}
+
+/// A column's value, if present, as `T`; the error names the column.
+fn column<T: DeserializeOwned>(name: &str, value: Option<Value>) -> Result<Option<T>, String> {
+    value
+        .map(|value| serde_json::from_value(value).map_err(|error| format!("{name}: {error}")))
+        .transpose()
 }
 
 impl Line {
@@ -141,8 +185,7 @@ fn parse_batch(text: &str) -> CliResult<Vec<NewJob>> {
         }
         let bad =
             |reason: &dyn std::fmt::Display| CliError::input(format!("line {number}: {reason}"));
-        let line: Line =
-            serde_json::from_str(raw).map_err(|error| bad(&without_position(&error)))?;
+        let line = Line::parse(raw).map_err(|reason| bad(&reason))?;
         let job = line.into_job().map_err(|error| bad(&error))?;
         if let Some(execution_id) = job.execution_id()
             && let Some(first) = execution_ids.insert(execution_id.to_string(), number)
