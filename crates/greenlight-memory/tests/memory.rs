@@ -40,7 +40,8 @@ fn defaults_come_from_the_core() {
 async fn builder_settings_are_used() {
     let clock = ManualClock::starting_now();
     let policy = RetryPolicy::fixed(Duration::from_secs(9));
-    let limits = PayloadLimits { max_bytes: 16, max_depth: 4 };
+    // Room for the request payload (19 bytes), not for the result below.
+    let limits = PayloadLimits { max_bytes: 24, max_depth: 4 };
     let store = MemoryStore::builder()
         .clock(clock.clone())
         .retry_policy(policy)
@@ -49,7 +50,7 @@ async fn builder_settings_are_used() {
     store.enqueue(new_job()).await.expect("enqueue");
     let job = store.claim(&request()).await.expect("claim").remove(0);
 
-    let too_big = json!({"stdout": "far more than sixteen bytes"});
+    let too_big = json!({"stdout": "far more than twenty-four bytes"});
     let refused = store.complete(job.clone(), too_big).await;
     assert!(matches!(refused, Err(Error::InvalidInput { field: "result_payload", .. })));
 
