@@ -51,6 +51,7 @@ macro_rules! worker_scenarios {
             a_crashed_workers_job_is_rescued_and_its_late_completion_refused,
             shutdown_lets_a_slow_job_finish_within_the_grace_period,
             shutdown_gives_back_a_job_that_outlasts_the_grace_period_without_spending_a_retry,
+            shutdown_gives_back_a_job_whose_executor_stops_when_told_without_spending_a_retry,
             a_lost_lease_cancels_the_executor_and_drops_its_outcome,
             the_execution_id_is_stored_while_the_job_runs,
             drain_mode_waits_for_retries_then_stops_by_itself,
@@ -420,6 +421,39 @@ pub async fn shutdown_gives_back_a_job_that_outlasts_the_grace_period_without_sp
     let metrics = handle.shutdown().await;
 
     assert_eq!(metrics.released, 1);
+    let AnyJob::Pending(job) = get(&*store, id).await else { panic!("not pending") };
+    assert_eq!(job.data().retry_count, 0, "a release spends no retry");
+    assert_eq!(job.attempt(), 1);
+}
+
+/// An executor that honours cancellation, as the CLI's does (it kills its
+/// program and reports the kill), must not turn the shutdown that
+/// cancelled it into a failure of the job.
+pub async fn shutdown_gives_back_a_job_whose_executor_stops_when_told_without_spending_a_retry(
+    backend: Backend,
+) {
+    let (_clock, store) = backend.parts();
+    let [id] = enqueue(&*store, 1, 3).await[..] else { unreachable!() };
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let executor = FnExecutor::new(move |_, context: greenlight_worker::JobContext| {
+        let started_tx = started_tx.clone();
+        async move {
+            started_tx.send(()).expect("the test listens");
+            context.cancelled().await;
+            Err::<Value, _>(ExecuteError::retryable("killed: the worker is stopping"))
+        }
+    });
+    let mut handle = Worker::builder(store.clone(), executor)
+        .shutdown_grace(Duration::from_millis(50))
+        .poll_interval(Duration::from_millis(5))
+        .build()
+        .expect("valid")
+        .spawn();
+    started.recv().await.expect("the job started");
+    let metrics = handle.shutdown().await;
+
+    assert_eq!(metrics.released, 1);
+    assert_eq!(metrics.retried, 0);
     let AnyJob::Pending(job) = get(&*store, id).await else { panic!("not pending") };
     assert_eq!(job.data().retry_count, 0, "a release spends no retry");
     assert_eq!(job.attempt(), 1);
