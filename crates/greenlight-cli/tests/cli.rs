@@ -127,6 +127,47 @@ async fn a_program_past_its_timeout_is_killed_and_its_stderr_kept() {
     assert!(error.contains("timeout") && error.contains("started"), "{error}");
 }
 
+/// SIGTERM with a grace shorter than the running job: the worker kills the
+/// program, gives the job back to pending without spending a retry, and
+/// exits 0. (The killed program's "cancelled" answer was once taken for
+/// the job's own failure; `scripts/chaos` shutdown-under-load found it.)
+#[tokio::test]
+async fn sigterm_past_the_grace_gives_the_running_job_back_without_spending_a_retry() {
+    let db = TestDb::new().await;
+    let url = db.url();
+    let id = enqueue(url, &[]);
+    let markers = tempfile::tempdir().expect("a temporary directory");
+    let started = markers.path().join("started");
+
+    let worker = std::process::Command::new(env!("CARGO_BIN_EXE_greenlight"))
+        .args(["--database-url", url, "work", "--grace", "200ms", "--", "sh", "-c"])
+        .arg(format!("touch '{}'; exec sleep 30", started.display()))
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the worker");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !started.exists() {
+        assert!(std::time::Instant::now() < deadline, "the job never started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(signalled.success());
+    let output = worker.wait_with_output().expect("the worker exits");
+
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(summary.contains("1 given back"), "{summary}");
+    let job = show(url, &id);
+    assert_eq!(job["status"], "pending", "{job}");
+    assert_eq!(job["retry_count"], 0, "a shutdown spends no retry: {job}");
+    assert_eq!(job["attempt"], 1);
+}
+
 /// Today's behaviour, marked FIXME in `process.rs`: a program that exits 0
 /// but leaves a background process holding its stdout is not done until
 /// that process ends or the timeout fires.

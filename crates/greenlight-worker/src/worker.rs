@@ -478,7 +478,12 @@ async fn run_job(
 /// grace period ends.
 async fn execute(shared: &Arc<Shared>, job: &Job<Executing>) -> (RunEnd, Job<Executing>) {
     let held = Arc::new(Mutex::new(job.clone()));
-    let cancel = shared.hard_stop.child_token();
+    // The executor hears of a stop only after the select below has named
+    // its reason. Were its token a child of the hard stop, an executor that
+    // honours cancellation would answer "cancelled" in the same instant as
+    // the hard stop fires, the biased select would take that answer as the
+    // job's own failure, and a shutdown would spend a retry.
+    let cancel = CancellationToken::new();
     let context = JobContext::new(Arc::clone(&shared.store), Arc::clone(&held), cancel.clone());
 
     let run = AssertUnwindSafe(shared.executor.execute(job, &context)).catch_unwind();

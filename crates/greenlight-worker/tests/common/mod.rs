@@ -51,6 +51,7 @@ macro_rules! worker_scenarios {
             a_crashed_workers_job_is_rescued_and_its_late_completion_refused,
             shutdown_lets_a_slow_job_finish_within_the_grace_period,
             shutdown_gives_back_a_job_that_outlasts_the_grace_period_without_spending_a_retry,
+            shutdown_gives_back_a_job_whose_executor_stops_when_told_without_spending_a_retry,
             a_lost_lease_cancels_the_executor_and_drops_its_outcome,
             the_execution_id_is_stored_while_the_job_runs,
             drain_mode_waits_for_retries_then_stops_by_itself,
@@ -102,12 +103,18 @@ pub async fn get(store: &dyn Store, id: JobId) -> AnyJob {
 }
 
 /// Waits until `done` holds of the store's stats. A generous bound turns a
-/// hang into a failure; it measures nothing.
+/// hang into a failure; it measures nothing. A look that meets a storage
+/// fault is a look with no news: the tests that kill connections kill
+/// this one's too.
 pub async fn wait_for(store: &dyn Store, done: impl Fn(&greenlight_core::Stats) -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let stats = store.stats().await.expect("stats");
-        if done(&stats) {
+        let stats = match store.stats().await {
+            Ok(stats) => Some(stats),
+            Err(error) if error.is_retryable() => None,
+            Err(error) => panic!("stats: {error}"),
+        };
+        if stats.as_ref().is_some_and(&done) {
             return;
         }
         assert!(tokio::time::Instant::now() < deadline, "gave up waiting: {stats:?}");
@@ -399,15 +406,43 @@ pub async fn shutdown_lets_a_slow_job_finish_within_the_grace_period(backend: Ba
 pub async fn shutdown_gives_back_a_job_that_outlasts_the_grace_period_without_spending_a_retry(
     backend: Backend,
 ) {
+    shutdown_past_the_grace_period_gives_the_job_back(backend, |_| async {
+        std::future::pending::<()>().await;
+        Ok(json!(null))
+    })
+    .await;
+}
+
+/// An executor that honours cancellation, as the CLI's does (it kills its
+/// program and reports the kill), must not turn the shutdown that
+/// cancelled it into a failure of the job.
+pub async fn shutdown_gives_back_a_job_whose_executor_stops_when_told_without_spending_a_retry(
+    backend: Backend,
+) {
+    shutdown_past_the_grace_period_gives_the_job_back(backend, |context| async move {
+        context.cancelled().await;
+        Err(ExecuteError::retryable("killed: the worker is stopping"))
+    })
+    .await;
+}
+
+/// Runs one job with `run` as its executor, shuts the worker down once it
+/// started, with a grace period too short for it, and checks that the job
+/// went back to pending without spending a retry.
+async fn shutdown_past_the_grace_period_gives_the_job_back<F, Fut>(backend: Backend, run: F)
+where
+    F: Fn(greenlight_worker::JobContext) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Value, ExecuteError>> + Send + 'static,
+{
     let (_clock, store) = backend.parts();
     let [id] = enqueue(&*store, 1, 3).await[..] else { unreachable!() };
     let (started_tx, mut started) = mpsc::unbounded_channel();
-    let executor = FnExecutor::new(move |_, _| {
-        let started_tx = started_tx.clone();
+    let run = Arc::new(run);
+    let executor = FnExecutor::new(move |_, context| {
+        let (started_tx, run) = (started_tx.clone(), Arc::clone(&run));
         async move {
             started_tx.send(()).expect("the test listens");
-            std::future::pending::<()>().await;
-            Ok::<_, ExecuteError>(json!(null))
+            run(context).await
         }
     });
     let mut handle = Worker::builder(store.clone(), executor)
@@ -420,6 +455,7 @@ pub async fn shutdown_gives_back_a_job_that_outlasts_the_grace_period_without_sp
     let metrics = handle.shutdown().await;
 
     assert_eq!(metrics.released, 1);
+    assert_eq!(metrics.retried, 0);
     let AnyJob::Pending(job) = get(&*store, id).await else { panic!("not pending") };
     assert_eq!(job.data().retry_count, 0, "a release spends no retry");
     assert_eq!(job.attempt(), 1);
