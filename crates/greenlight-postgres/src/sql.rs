@@ -117,6 +117,10 @@ impl Query for Statement {
 /// The `notified` CTE runs `pg_notify` once, guarded by EXISTS so that a
 /// batch that inserted nothing wakes nobody; the final WHERE references it
 /// in a subquery that PostgreSQL evaluates once (an `InitPlan`), never per row.
+///
+/// Only the id and the two times the database decided come back: the store
+/// builds each job from its request and these, so a batch's payloads do
+/// not travel back over the wire and are not parsed a second time.
 pub(crate) const ENQUEUE: Statement = Statement(
     "\
 WITH clock AS (SELECT COALESCE($1, now()) AS now),
@@ -137,7 +141,7 @@ inserted AS (
     FROM input CROSS JOIN clock
     ORDER BY input.ordinal
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING *
+    RETURNING id, queued_at, run_at
 ),
 notified AS (
     SELECT pg_notify('greenlight_queue_ready', '') WHERE EXISTS (SELECT 1 FROM inserted)
@@ -205,6 +209,11 @@ RETURNING *",
 
 /// Completes held jobs, one or many, in one statement. The lease, holder
 /// and last error go, as a complete job has none of them.
+///
+/// Only what the caller's copy of a job may lack comes back: the time of
+/// completion, and the execution id (recorded, perhaps, through another
+/// handle on the job). Returning whole rows would send every request and
+/// result back over the wire to be parsed again, for nothing.
 pub(crate) const COMPLETE: Statement = Statement(
     "\
 WITH clock AS (SELECT COALESCE($1, now()) AS now),
@@ -218,7 +227,7 @@ SET status = 'complete',
     worker_id = NULL
 FROM input, clock
 WHERE job.id = input.id AND job.status = 'executing' AND job.attempt = input.attempt
-RETURNING job.*",
+RETURNING job.id, job.completed_at, job.execution_id",
 );
 
 /// Records failed attempts of held jobs and decides, in SQL, retry or fail:

@@ -297,24 +297,24 @@ impl PgStore {
             .map_err(|error| conn.error(error))
     }
 
-    /// Completes held jobs in one statement; returns the rows it changed,
-    /// by id.
+    /// Completes held jobs in one statement; returns what it wrote for the
+    /// jobs it changed, by id.
     async fn complete_rows(
         &self,
         ids: Vec<Uuid>,
         attempts: Vec<i32>,
-        results: Vec<Value>,
-    ) -> Result<HashMap<JobId, JobRow>> {
+        results: Vec<&Value>,
+    ) -> Result<HashMap<JobId, CompletedRow>> {
         let mut conn = self.connection().await?;
         let rows = (sql::COMPLETE)
             .bind::<Nullable<Timestamptz>, _>(self.now())
             .bind::<Array<SqlUuid>, _>(ids)
             .bind::<Array<Int4>, _>(attempts)
             .bind::<Array<Jsonb>, _>(results)
-            .load::<JobRow>(&mut *conn)
+            .load::<CompletedRow>(&mut *conn)
             .await
             .map_err(|error| conn.error(error))?;
-        Ok(rows.into_iter().map(|row| (row.id(), row)).collect())
+        Ok(rows.into_iter().map(|row| (JobId(row.id), row)).collect())
     }
 
     /// The error for a guarded write to a held job that changed nothing:
@@ -499,6 +499,65 @@ struct ExpiredRow {
     worker_id: Option<String>,
 }
 
+/// What a completion wrote, as `COMPLETE` returns it.
+#[derive(QueryableByName)]
+struct CompletedRow {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = Timestamptz)]
+    completed_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Text>)]
+    execution_id: Option<String>,
+}
+
+impl CompletedRow {
+    /// The complete job: the caller's held job, moved on by the core's own
+    /// transition at the stored time. The row's execution id wins, since
+    /// one recorded through another copy of the job is on the row but not
+    /// on this copy; nothing else of an executing job changes while held
+    /// but the lease, which a complete job does not have.
+    fn finish(self, job: Job<Executing>, result: Value) -> Result<Job<Complete>> {
+        let stored = self.execution_id.map(ExecutionId::new).transpose().map_err(|error| {
+            Error::storage(format!("job {} has an invalid execution_id: {error}", job.id()))
+        })?;
+        let job = match stored {
+            Some(id) if job.data().execution_id.as_ref() != Some(&id) => {
+                job.record_execution_id(id)
+            }
+            _ => job,
+        };
+        Ok(job.complete(result, self.completed_at))
+    }
+}
+
+/// What an enqueue wrote, as `ENQUEUE` returns it: the times the database
+/// decided.
+#[derive(QueryableByName)]
+struct InsertedRow {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = Timestamptz)]
+    queued_at: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    run_at: DateTime<Utc>,
+}
+
+impl InsertedRow {
+    /// The pending job: the request as given, with the stored id and
+    /// times. `run_at` is taken from the row too, since the database
+    /// computed it (a delay added to its clock, a time kept to whole
+    /// microseconds).
+    fn pending(self, new: NewJob) -> Job<Pending> {
+        let job = new.into_pending(JobId(self.id), self.queued_at);
+        if job.data().run_at == self.run_at {
+            return job;
+        }
+        let mut data = job.data().clone();
+        data.run_at = self.run_at;
+        Job::new(data)
+    }
+}
+
 #[derive(QueryableByName)]
 struct StatsRow {
     #[diesel(sql_type = BigInt)]
@@ -522,13 +581,14 @@ struct StatsRow {
 }
 
 /// The columns of one enqueue batch, as the parallel arrays `unnest` takes.
+/// Payloads are borrowed from the requests: they are only written.
 #[derive(Default)]
-struct EnqueueInput {
+struct EnqueueInput<'a> {
     ids: Vec<Uuid>,
     atom_ids: Vec<Option<Uuid>>,
     learner_ids: Vec<Uuid>,
     execution_ids: Vec<Option<String>>,
-    payloads: Vec<Value>,
+    payloads: Vec<&'a Value>,
     max_retries: Vec<i32>,
     priorities: Vec<i32>,
     run_at: Vec<Option<DateTime<Utc>>>,
@@ -563,7 +623,7 @@ impl Store for PgStore {
             input.atom_ids.push(job.atom_id().map(|atom| atom.0));
             input.learner_ids.push(job.learner_id().0);
             input.execution_ids.push(job.execution_id().map(|id| id.as_str().to_owned()));
-            input.payloads.push(job.request_payload().clone());
+            input.payloads.push(job.request_payload());
             input.max_retries.push(job.max_retries() as i32);
             input.priorities.push(job.priority());
             input.run_at.push(run_at);
@@ -587,14 +647,17 @@ impl Store for PgStore {
             .bind::<Array<Nullable<Timestamptz>>, _>(input.run_at)
             .bind::<Array<Nullable<Interval>>, _>(input.delays)
             .bind::<Array<Nullable<Text>>, _>(input.keys)
-            .load::<JobRow>(&mut *conn)
+            .load::<InsertedRow>(&mut *conn)
             .await
             .map_err(|error| conn.error(error))?;
-        let mut created: HashMap<JobId, Job<Pending>> = HashMap::new();
-        for row in inserted {
-            let job = narrow::<Pending>(row)?;
-            created.insert(job.id(), job);
-        }
+        let mut inserted: HashMap<Uuid, InsertedRow> =
+            inserted.into_iter().map(|row| (row.id, row)).collect();
+        // The created jobs, in input order; `None` where a key was taken.
+        let created: Vec<Option<Job<Pending>>> = jobs
+            .into_iter()
+            .zip(&ids)
+            .map(|(job, id)| inserted.remove(id).map(|row| row.pending(job)))
+            .collect();
 
         // Step 3: a row that was not inserted met an idempotency key already
         // used, before this batch or earlier in it. Read those jobs in a
@@ -602,15 +665,15 @@ impl Store for PgStore {
         // while the INSERT waited on the key, which the INSERT's own
         // snapshot could not.
         let mut existing: HashMap<String, AnyJob> = HashMap::new();
-        for job in created.values() {
+        for job in created.iter().flatten() {
             if let Some(key) = &job.data().idempotency_key {
                 existing.insert(key.as_str().to_owned(), job.clone().into_any());
             }
         }
-        let missing: Vec<String> = ids
+        let missing: Vec<String> = created
             .iter()
             .zip(&keys)
-            .filter(|(id, _)| !created.contains_key(&JobId(**id)))
+            .filter(|(job, _)| job.is_none())
             .filter_map(|(_, key)| key.clone())
             .filter(|key| !existing.contains_key(key))
             .collect::<HashSet<_>>()
@@ -631,10 +694,11 @@ impl Store for PgStore {
         }
 
         // Step 4: the answers, in input order.
-        ids.into_iter()
+        created
+            .into_iter()
             .zip(keys)
-            .map(|(id, key)| {
-                if let Some(job) = created.remove(&JobId(id)) {
+            .map(|(job, key)| {
+                if let Some(job) = job {
                     return Ok(Enqueued::Created(job));
                 }
                 key.and_then(|key| existing.get(&key).cloned()).map(Enqueued::Existing).ok_or_else(
@@ -719,9 +783,9 @@ impl Store for PgStore {
     async fn complete(&self, job: Job<Executing>, result: Value) -> Result<Job<Complete>> {
         self.inner.limits.check_result(&result)?;
         let mut rows =
-            self.complete_rows(vec![job.id().0], vec![job.attempt() as i32], vec![result]).await?;
+            self.complete_rows(vec![job.id().0], vec![job.attempt() as i32], vec![&result]).await?;
         match rows.remove(&job.id()) {
-            Some(row) => narrow(row),
+            Some(row) => row.finish(job, result),
             None => Err(self.not_held(&job).await),
         }
     }
@@ -742,7 +806,7 @@ impl Store for PgStore {
             if check.is_ok() && first {
                 ids.push(job.id().0);
                 attempts.push(job.attempt() as i32);
-                results.push(result.clone());
+                results.push(result);
             }
             checks.push(check.map(|()| first));
         }
@@ -770,12 +834,15 @@ impl Store for PgStore {
         };
 
         Ok(jobs
-            .iter()
+            .into_iter()
             .zip(checks)
-            .map(|((job, _), check)| match check {
+            .map(|((job, result), check)| match check {
                 Err(error) => Err(error),
-                Ok(false) => Err(not_held(job)),
-                Ok(true) => rows.remove(&job.id()).map_or_else(|| Err(not_held(job)), narrow),
+                Ok(false) => Err(not_held(&job)),
+                Ok(true) => match rows.remove(&job.id()) {
+                    Some(row) => row.finish(job, result),
+                    None => Err(not_held(&job)),
+                },
             })
             .collect())
     }
