@@ -69,6 +69,9 @@ struct Scale {
     /// The longest any one phase runs; a phase that hits it reports the
     /// rate of what it finished.
     phase_limit: Duration,
+    /// Rounds of the baseline and queue phases; each figure reports its
+    /// best round.
+    rounds: usize,
 }
 
 impl Scale {
@@ -80,6 +83,7 @@ impl Scale {
         latency_samples: 1_000,
         memory_lifecycles: 1_000_000,
         phase_limit: Duration::from_secs(30),
+        rounds: 3,
     };
 
     const SMOKE: Self = Self {
@@ -90,6 +94,7 @@ impl Scale {
         latency_samples: 20,
         memory_lifecycles: 10_000,
         phase_limit: Duration::from_secs(5),
+        rounds: 1,
     };
 }
 
@@ -208,12 +213,20 @@ async fn measure(options: &Options, url: &str) -> Result<Report> {
     greenlight::postgres::migrate(url).await?;
     let mut report = Report::new(options, url).await?;
 
-    let raw = raw::run(url, options.clients, scale).await?;
-    let queue = queue::run(url, options.clients, scale).await?;
+    // Rounds alternate the baseline and the queue, and each figure keeps
+    // its best round: on a shared machine a slow round is another
+    // process's doing, and the best is the closest to what each can do.
+    let mut raw = raw::run(url, options.clients, scale).await?;
+    let mut queue = queue::run(url, options.clients, scale).await?;
+    for _ in 1..scale.rounds {
+        raw = raw.best(raw::run(url, options.clients, scale).await?);
+        queue = queue.best(queue::run(url, options.clients, scale).await?);
+    }
+    let latencies = queue::latency(url, scale).await?;
     // The memory phases run their own runtimes, which a thread of this one
     // may not start.
     let memory = tokio::task::spawn_blocking(move || memory::run(scale)).await??;
-    report.add(&raw, &queue, &memory);
+    report.add(&raw, &queue, &latencies, &memory);
     Ok(report)
 }
 
@@ -246,6 +259,11 @@ struct Rate {
 impl Rate {
     fn per_second(self) -> f64 {
         if self.elapsed.is_zero() { 0.0 } else { self.jobs as f64 / self.elapsed.as_secs_f64() }
+    }
+
+    /// The faster of two measurements.
+    fn best(self, other: Self) -> Self {
+        if other.per_second() > self.per_second() { other } else { self }
     }
 }
 

@@ -74,6 +74,18 @@ pub(crate) struct RawFigures {
     pub(crate) drain_one: Rate,
 }
 
+impl RawFigures {
+    /// The best rate of each figure over two rounds.
+    pub(crate) fn best(self, other: Self) -> Self {
+        Self {
+            insert_batch: self.insert_batch.best(other.insert_batch),
+            insert_one: self.insert_one.best(other.insert_one),
+            drain_batch: self.drain_batch.best(other.drain_batch),
+            drain_one: self.drain_one.best(other.drain_one),
+        }
+    }
+}
+
 pub(crate) async fn run(url: &str, clients: usize, scale: Scale) -> Result<RawFigures> {
     let (admin, _admin_task) = connect(url).await?;
 

@@ -76,6 +76,7 @@ impl Row {
 pub(crate) struct Report {
     mode: &'static str,
     clients: usize,
+    rounds: usize,
     cores: usize,
     server_version: String,
     rows: Vec<Row>,
@@ -89,13 +90,20 @@ impl Report {
         Ok(Self {
             mode: if options.smoke { "smoke" } else { "full" },
             clients: options.clients,
+            rounds: options.scale.rounds,
             cores: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
             server_version,
             rows: Vec::new(),
         })
     }
 
-    pub(crate) fn add(&mut self, raw: &RawFigures, queue: &QueueFigures, memory: &MemoryFigures) {
+    pub(crate) fn add(
+        &mut self,
+        raw: &RawFigures,
+        queue: &QueueFigures,
+        latencies: &[Duration],
+        memory: &MemoryFigures,
+    ) {
         const RAW_INSERT_100: &str = "raw insert, 100 rows";
         const RAW_INSERT_1: &str = "raw insert, 1 row";
         const RAW_DRAIN_100: &str = "raw claim+complete, 100";
@@ -129,7 +137,7 @@ impl Report {
                 .target(Target::AtMost(64.0)),
         ]);
 
-        let samples = &queue.latencies;
+        let samples = latencies;
         let latency = |name: String, quantile: f64| {
             Row::new(name, "ms", percentile(samples, quantile).as_secs_f64() * 1_000.0)
         };
@@ -150,19 +158,21 @@ impl Report {
     /// Prints the table.
     pub(crate) fn print(&self, elapsed: Duration) {
         println!(
-            "greenlight throughput ({} run, {} clients, {} cores, {:.0} s)",
+            "greenlight throughput ({} run, {} clients, best of {} rounds, {} cores, {:.0} s)",
             self.mode,
             self.clients,
+            self.rounds,
             self.cores,
             elapsed.as_secs_f64()
         );
         println!("{}", self.server_version);
         println!();
         let mut table = String::new();
+        let header = ["figure", "value", "unit", "baseline", "baseline", "ratio", "target", "met"];
         let _ = writeln!(
             table,
             "{:<38} {:>12} {:<7} {:<24} {:>12} {:>6}  {:<14} {}",
-            "figure", "value", "unit", "baseline", "baseline", "ratio", "target", "met"
+            header[0], header[1], header[2], header[3], header[4], header[5], header[6], header[7]
         );
         for row in &self.rows {
             let (name, base) =
@@ -213,6 +223,7 @@ impl Report {
         let report = json!({
             "mode": self.mode,
             "clients": self.clients,
+            "rounds": self.rounds,
             "cores": self.cores,
             "server_version": self.server_version,
             "elapsed_seconds": elapsed.as_secs_f64(),
