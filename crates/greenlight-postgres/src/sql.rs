@@ -149,6 +149,33 @@ notified AS (
 SELECT inserted.* FROM inserted WHERE (SELECT count(*) FROM notified) >= 0",
 );
 
+/// Inserts a batch of plain jobs: to run now, with no idempotency key and
+/// no execution id, by far the common case. Without keys there is no
+/// conflict to skip and no input order to keep, and every row gets the
+/// same `queued_at` and `run_at`, the database's time, so one row comes
+/// back: that time and how many rows went in. One NOTIFY, as `ENQUEUE`.
+pub(crate) const ENQUEUE_PLAIN: Statement = Statement(
+    "\
+WITH clock AS (SELECT COALESCE($1, now()) AS now),
+inserted AS (
+    INSERT INTO greenlight_queue
+        (id, atom_id, learner_id, status, request_payload, queued_at, run_at,
+         retry_count, max_retries, attempt, priority)
+    SELECT input.id, input.atom_id, input.learner_id, 'pending', input.request_payload,
+           clock.now, clock.now, 0, input.max_retries, 0, input.priority
+    FROM unnest($2, $3, $4, $5, $6, $7)
+        AS input(id, atom_id, learner_id, request_payload, max_retries, priority)
+    CROSS JOIN clock
+    RETURNING 1
+),
+notified AS (
+    SELECT pg_notify('greenlight_queue_ready', '') WHERE EXISTS (SELECT 1 FROM inserted)
+)
+SELECT clock.now AS queued_at, (SELECT count(*) FROM inserted) AS inserted
+FROM clock
+WHERE (SELECT count(*) FROM notified) >= 0",
+);
+
 /// The jobs holding these idempotency keys, for the answers of an enqueue
 /// whose keys were already used.
 pub(crate) const BY_IDEMPOTENCY_KEYS: Statement = Statement(
