@@ -21,6 +21,16 @@ pub(crate) struct MemoryFigures {
     pub(crate) tasks: Rate,
 }
 
+impl MemoryFigures {
+    /// The best rate of each figure over two rounds.
+    pub(crate) fn best(self, other: Self) -> Self {
+        Self {
+            one_thread: self.one_thread.best(other.one_thread),
+            tasks: self.tasks.best(other.tasks),
+        }
+    }
+}
+
 pub(crate) fn run(scale: Scale) -> Result<MemoryFigures> {
     // One thread: a current-thread runtime, one task, no contention.
     let one_thread = tokio::runtime::Builder::new_current_thread()

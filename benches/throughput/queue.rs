@@ -16,11 +16,9 @@ use crate::{Budget, Rate, Result, Scale, connect, reset, timed};
 /// The subcommand under which this binary runs the burn-down's worker.
 pub(crate) const BURN_DOWN_CHILD: &str = "burn-down-child";
 
-/// The worker's settings for the burn-down: slots for several claims'
-/// worth of jobs, so that the claim loop never waits on the completer, and
-/// claims as large as the baseline's.
-const BURN_DOWN_CONCURRENCY: usize = 1_000;
-const BURN_DOWN_BATCH: usize = 500;
+/// Slots per claimed job in the burn-down: room for two claims' worth of
+/// jobs, so that one batch can be claimed while the last is completed.
+const SLOTS_PER_BATCH: usize = 2;
 
 /// The queue's figures.
 #[derive(Debug, Clone, Copy)]
@@ -33,7 +31,12 @@ pub(crate) struct QueueFigures {
     pub(crate) burn_down_peak_kib: u64,
 }
 
-pub(crate) async fn run(url: &str, clients: usize, scale: Scale) -> Result<QueueFigures> {
+pub(crate) async fn run(
+    url: &str,
+    clients: usize,
+    batch: usize,
+    scale: Scale,
+) -> Result<QueueFigures> {
     let (admin, _admin_task) = connect(url).await?;
 
     reset(&admin).await?;
@@ -45,7 +48,7 @@ pub(crate) async fn run(url: &str, clients: usize, scale: Scale) -> Result<Queue
 
     reset(&admin).await?;
     preload(&admin, scale.drain_jobs).await?;
-    let (burn_down, burn_down_peak_kib) = burn_down(url, clients, scale).await?;
+    let (burn_down, burn_down_peak_kib) = burn_down(url, clients, batch, scale).await?;
 
     Ok(QueueFigures {
         enqueue_one,
@@ -129,12 +132,13 @@ async fn enqueue(
 }
 
 /// Runs the burn-down's worker in a child process and reads its figures.
-async fn burn_down(url: &str, clients: usize, scale: Scale) -> Result<(Rate, u64)> {
+async fn burn_down(url: &str, clients: usize, batch: usize, scale: Scale) -> Result<(Rate, u64)> {
     let mut command = std::process::Command::new(std::env::current_exe()?);
     command
         .arg(BURN_DOWN_CHILD)
         .arg(url)
         .arg(clients.to_string())
+        .arg(batch.to_string())
         .arg(scale.phase_limit.as_secs().to_string())
         .stderr(std::process::Stdio::inherit());
     let output = tokio::task::spawn_blocking(move || command.output()).await??;
@@ -152,11 +156,12 @@ async fn burn_down(url: &str, clients: usize, scale: Scale) -> Result<(Rate, u64
 /// prints `{"jobs", "seconds", "peak_kib"}` on stdout.
 ///
 /// Arguments: the database URL, the connection count for the store's
-/// working connections, the time limit in seconds.
+/// working connections, the claim batch, the time limit in seconds.
 pub(crate) fn burn_down_child(args: Vec<String>) -> Result<()> {
-    let [url, clients, limit] =
-        <[String; 3]>::try_from(args).map_err(|_| "expected: URL CLIENTS LIMIT_SECONDS")?;
+    let [url, clients, batch, limit] =
+        <[String; 4]>::try_from(args).map_err(|_| "expected: URL CLIENTS BATCH LIMIT_SECONDS")?;
     let clients: usize = clients.parse()?;
+    let batch: usize = batch.parse()?;
     let limit = Duration::from_secs(limit.parse()?);
 
     let runtime = tokio::runtime::Runtime::new()?;
@@ -166,8 +171,8 @@ pub(crate) fn burn_down_child(args: Vec<String>) -> Result<()> {
         let store = Arc::new(store(&url, clients + 1).await?);
         let executor = FnExecutor::new(|_, _| async { Ok::<_, ExecuteError>(json!({})) });
         let worker = Worker::builder(store, executor)
-            .concurrency(BURN_DOWN_CONCURRENCY)
-            .batch_size(BURN_DOWN_BATCH)
+            .concurrency(batch * SLOTS_PER_BATCH)
+            .batch_size(batch)
             .retention(Retention::keep_everything())
             .drain(true)
             .build()?;

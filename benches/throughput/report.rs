@@ -77,6 +77,7 @@ pub(crate) struct Report {
     mode: &'static str,
     clients: usize,
     rounds: usize,
+    burn_down_batch: usize,
     cores: usize,
     server_version: String,
     rows: Vec<Row>,
@@ -91,6 +92,7 @@ impl Report {
             mode: if options.smoke { "smoke" } else { "full" },
             clients: options.clients,
             rounds: options.scale.rounds,
+            burn_down_batch: options.burn_down_batch,
             cores: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
             server_version,
             rows: Vec::new(),
@@ -129,9 +131,11 @@ impl Report {
                 rate(raw.insert_batch),
                 Some(1.0),
             ),
-            Row::new(format!("burn-down, {} jobs", queue.burn_down.jobs), "jobs/s", {
-                rate(queue.burn_down)
-            })
+            Row::new(
+                format!("burn-down, {} jobs, batch {}", queue.burn_down.jobs, self.burn_down_batch),
+                "jobs/s",
+                rate(queue.burn_down),
+            )
             .against(RAW_DRAIN_100, rate(raw.drain_batch), Some(1.2)),
             Row::new("burn-down worker peak RSS", "MiB", queue.burn_down_peak_kib as f64 / 1024.0)
                 .target(Target::AtMost(64.0)),
@@ -224,6 +228,7 @@ impl Report {
             "mode": self.mode,
             "clients": self.clients,
             "rounds": self.rounds,
+            "burn_down_batch": self.burn_down_batch,
             "cores": self.cores,
             "server_version": self.server_version,
             "elapsed_seconds": elapsed.as_secs_f64(),
@@ -234,7 +239,7 @@ impl Report {
 }
 
 /// The sample at `quantile` (0 to 1) of sorted samples, nearest rank.
-fn percentile(sorted: &[Duration], quantile: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], quantile: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
