@@ -241,6 +241,11 @@ RETURNING *",
 /// completion, and the execution id (recorded, perhaps, through another
 /// handle on the job). Returning whole rows would send every request and
 /// result back over the wire to be parsed again, for nothing.
+///
+/// `job.id = ANY($2)` repeats the join condition so that the planner finds
+/// the rows by primary key. Without it, it hashed every executing row
+/// (found through the status index) to join against the batch: under
+/// load, twice the batch and more, a fifth of the statement's time.
 pub(crate) const COMPLETE: Statement = Statement(
     "\
 WITH clock AS (SELECT COALESCE($1, now()) AS now),
@@ -253,7 +258,8 @@ SET status = 'complete',
     lease_expires_at = NULL,
     worker_id = NULL
 FROM input, clock
-WHERE job.id = input.id AND job.status = 'executing' AND job.attempt = input.attempt
+WHERE job.id = ANY($2)
+  AND job.id = input.id AND job.status = 'executing' AND job.attempt = input.attempt
 RETURNING job.id, job.completed_at, job.execution_id",
 );
 
