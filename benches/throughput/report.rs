@@ -161,11 +161,14 @@ impl Report {
 
     /// Prints the table.
     pub(crate) fn print(&self, elapsed: Duration) {
+        let rounds = match self.rounds {
+            1 => "one round".to_owned(),
+            rounds => format!("best of {rounds} rounds"),
+        };
         println!(
-            "greenlight throughput ({} run, {} clients, best of {} rounds, {} cores, {:.0} s)",
+            "greenlight throughput ({} run, {} clients, {rounds}, {} cores, {:.0} s)",
             self.mode,
             self.clients,
-            self.rounds,
             self.cores,
             elapsed.as_secs_f64()
         );

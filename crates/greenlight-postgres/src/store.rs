@@ -631,28 +631,11 @@ struct EnqueueInput<'a> {
     keys: Vec<Option<String>>,
 }
 
-#[async_trait::async_trait]
-impl Store for PgStore {
-    async fn enqueue(&self, job: NewJob) -> Result<Enqueued> {
-        let mut answers = self.enqueue_many(vec![job]).await?;
-        answers.pop().ok_or_else(|| Error::storage("enqueue returned no answer"))
-    }
-
-    async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
-        }
-
-        // Step 1: check every payload against this store's limits (the
-        // builder checked against its own), then lay the batch out in
-        // columns. Ids are made here so each answer finds its row.
-        let mut input = EnqueueInput::default();
-        let mut plain = true;
-        for job in &jobs {
-            self.inner.limits.check_request(job.request_payload())?;
-            plain &= job.schedule() == Schedule::Now
-                && job.idempotency_key().is_none()
-                && job.execution_id().is_none();
+impl<'a> EnqueueInput<'a> {
+    /// The batch in columns, with a fresh id per job.
+    fn of(jobs: &'a [NewJob]) -> Self {
+        let mut input = Self::default();
+        for job in jobs {
             let (run_at, delay) = match job.schedule() {
                 Schedule::Now => (None, None),
                 Schedule::At(at) => (Some(truncate_time(at)), None),
@@ -669,6 +652,34 @@ impl Store for PgStore {
             input.delays.push(delay);
             input.keys.push(job.idempotency_key().map(|key| key.as_str().to_owned()));
         }
+        input
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    async fn enqueue(&self, job: NewJob) -> Result<Enqueued> {
+        let mut answers = self.enqueue_many(vec![job]).await?;
+        answers.pop().ok_or_else(|| Error::storage("enqueue returned no answer"))
+    }
+
+    async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+
+        // Step 1: check every payload against this store's limits (the
+        // builder checked against its own), then lay the batch out in
+        // columns. Ids are made here so each answer finds its row.
+        for job in &jobs {
+            self.inner.limits.check_request(job.request_payload())?;
+        }
+        let input = EnqueueInput::of(&jobs);
+        let plain = jobs.iter().all(|job| {
+            job.schedule() == Schedule::Now
+                && job.idempotency_key().is_none()
+                && job.execution_id().is_none()
+        });
         let ids = input.ids.clone();
 
         // The common case, jobs to run now with no key and no execution
