@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use greenlight::postgres::PgStore;
-use greenlight::worker::{ExecuteError, FnExecutor, Retention, Worker};
-use greenlight::{LearnerId, NewJob, Store};
+use greenlight::worker::{ExecuteError, Executor, FnExecutor, JobContext, Retention, Worker};
+use greenlight::{Executing, Job, LearnerId, NewJob, Store};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -169,8 +169,7 @@ pub(crate) fn burn_down_child(args: Vec<String>) -> Result<()> {
         // The claim loop and the completer each hold a connection, the
         // maintenance task and the drain check share another.
         let store = Arc::new(store(&url, clients + 1).await?);
-        let executor = FnExecutor::new(|_, _| async { Ok::<_, ExecuteError>(json!({})) });
-        let worker = Worker::builder(store, executor)
+        let worker = Worker::builder(store, NoOp)
             .concurrency(batch * SLOTS_PER_BATCH)
             .batch_size(batch)
             .retention(Retention::keep_everything())
@@ -193,6 +192,17 @@ pub(crate) fn burn_down_child(args: Vec<String>) -> Result<()> {
     });
     println!("{answer}");
     Ok(())
+}
+
+/// The burn-down's executor: does nothing and returns an empty result.
+/// Not an `FnExecutor`, which hands its closure a clone of every job.
+struct NoOp;
+
+#[greenlight::async_trait]
+impl Executor for NoOp {
+    async fn execute(&self, _: &Job<Executing>, _: &JobContext) -> Result<Value, ExecuteError> {
+        Ok(json!({}))
+    }
 }
 
 /// This process's peak resident set size (`VmHWM`), in KiB.
