@@ -40,11 +40,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use greenlight_testkit::postgres::{database_url, url_for};
+use greenlight_testkit::postgres::{admin, database_url, drop_abandoned, url_for};
 use tokio_postgres::NoTls;
 
 use crate::memory::MemoryFigures;
 use crate::report::{Report, percentile};
+
+/// The harness's databases are named this and the process id.
+const DATABASE_PREFIX: &str = "greenlight_bench_";
 
 /// What a phase's closure returns; anything can go wrong against a shared
 /// server, and the harness only needs to say what.
@@ -194,7 +197,10 @@ fn main() -> ExitCode {
 
 async fn run(options: &Options) -> Result<()> {
     let started = Instant::now();
-    let name = format!("greenlight_bench_{}", std::process::id());
+    // A run killed or panicking midway leaves its database behind; the
+    // next run drops it.
+    drop_abandoned(&mut admin().await, DATABASE_PREFIX).await;
+    let name = format!("{DATABASE_PREFIX}{}", std::process::id());
     let (admin, admin_task) = connect(&options.server_url).await?;
     admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).await?;
     admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
