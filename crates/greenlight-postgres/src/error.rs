@@ -15,9 +15,12 @@ use greenlight_core::Error;
 /// The pool's error type for our connections.
 pub(crate) type PoolError = deadpool::managed::PoolError<ManagerError>;
 
-/// The unique constraint PostgreSQL names for `execution_id VARCHAR(100)
-/// UNIQUE`.
-const EXECUTION_ID_UNIQUE: &str = "greenlight_queue_execution_id_key";
+/// What keeps execution ids unique: the partial unique index of migration
+/// 003, and before it the constraint PostgreSQL named for `execution_id
+/// VARCHAR(100) UNIQUE` (a database migrated only that far still reports
+/// this name).
+const EXECUTION_ID_UNIQUE: [&str; 2] =
+    ["idx_greenlight_queue_execution_id", "greenlight_queue_execution_id_key"];
 
 /// What must never appear in a message: the database URL's password.
 #[derive(Clone, Default)]
@@ -122,7 +125,7 @@ fn database_error(
     let constraint = info.constraint_name().unwrap_or("");
 
     match kind {
-        DatabaseErrorKind::UniqueViolation if constraint == EXECUTION_ID_UNIQUE => {
+        DatabaseErrorKind::UniqueViolation if EXECUTION_ID_UNIQUE.contains(&constraint) => {
             Error::DuplicateExecutionId { execution_id: duplicate_key(info).unwrap_or_default() }
         }
         DatabaseErrorKind::ForeignKeyViolation if constraint.ends_with("atom_id_fkey") => {
@@ -358,7 +361,7 @@ mod tests {
         let unique = Reported {
             state: "23505",
             message: "duplicate key value violates unique constraint",
-            constraint: Some(EXECUTION_ID_UNIQUE),
+            constraint: Some(EXECUTION_ID_UNIQUE[0]),
             detail: Some("Key (execution_id)=(gl-7) already exists."),
         };
         let error = query_error(

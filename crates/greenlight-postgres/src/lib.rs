@@ -65,9 +65,11 @@ pub const NOTIFY_CHANNEL: &str = "greenlight_queue_ready";
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_enqueue_statement_notifies_the_documented_channel() {
+    fn the_enqueue_statements_notify_the_documented_channel() {
         let call = format!("pg_notify('{}'", super::NOTIFY_CHANNEL);
-        assert!(super::sql::ENQUEUE.text().contains(&call));
-        assert_eq!(super::sql::ENQUEUE.text().matches("pg_notify").count(), 1);
+        for statement in [super::sql::ENQUEUE, super::sql::ENQUEUE_PLAIN] {
+            assert!(statement.text().contains(&call));
+            assert_eq!(statement.text().matches("pg_notify").count(), 1);
+        }
     }
 }

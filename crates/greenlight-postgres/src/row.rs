@@ -38,11 +38,6 @@ pub(crate) struct JobRow {
 }
 
 impl JobRow {
-    /// The job's id, without converting the rest.
-    pub(crate) fn id(&self) -> JobId {
-        JobId(self.id)
-    }
-
     /// The flat record. A value the core would refuse (a negative count, an
     /// empty worker id written by hand) is a broken row: a storage error
     /// naming the job and the column, never a panic.

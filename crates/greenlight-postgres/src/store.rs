@@ -297,24 +297,59 @@ impl PgStore {
             .map_err(|error| conn.error(error))
     }
 
-    /// Completes held jobs in one statement; returns the rows it changed,
-    /// by id.
+    /// Inserts a batch of plain jobs (see `ENQUEUE_PLAIN`); returns the
+    /// time they were queued at, which is also when they may run.
+    async fn insert_plain(&self, input: EnqueueInput<'_>) -> Result<DateTime<Utc>> {
+        #[derive(QueryableByName)]
+        struct Inserted {
+            #[diesel(sql_type = Timestamptz)]
+            queued_at: DateTime<Utc>,
+            #[diesel(sql_type = BigInt)]
+            inserted: i64,
+        }
+
+        let expected = input.ids.len();
+        let mut conn = self.connection().await?;
+        let inserted = (sql::ENQUEUE_PLAIN)
+            .bind::<Nullable<Timestamptz>, _>(self.now())
+            .bind::<Array<SqlUuid>, _>(input.ids)
+            .bind::<Array<Nullable<SqlUuid>>, _>(input.atom_ids)
+            .bind::<Array<SqlUuid>, _>(input.learner_ids)
+            .bind::<Array<Jsonb>, _>(input.payloads)
+            .bind::<Array<Int4>, _>(input.max_retries)
+            .bind::<Array<Int4>, _>(input.priorities)
+            .get_result::<Inserted>(&mut *conn)
+            .await
+            .map_err(|error| conn.error(error))?;
+        // Without keys no row can be skipped: a refused row fails the
+        // whole statement instead.
+        if usize::try_from(inserted.inserted).ok() != Some(expected) {
+            return Err(Error::storage(format!(
+                "enqueue inserted {} of {expected} jobs",
+                inserted.inserted
+            )));
+        }
+        Ok(inserted.queued_at)
+    }
+
+    /// Completes held jobs in one statement; returns what it wrote for the
+    /// jobs it changed, by id.
     async fn complete_rows(
         &self,
         ids: Vec<Uuid>,
         attempts: Vec<i32>,
-        results: Vec<Value>,
-    ) -> Result<HashMap<JobId, JobRow>> {
+        results: Vec<&Value>,
+    ) -> Result<HashMap<JobId, CompletedRow>> {
         let mut conn = self.connection().await?;
         let rows = (sql::COMPLETE)
             .bind::<Nullable<Timestamptz>, _>(self.now())
             .bind::<Array<SqlUuid>, _>(ids)
             .bind::<Array<Int4>, _>(attempts)
             .bind::<Array<Jsonb>, _>(results)
-            .load::<JobRow>(&mut *conn)
+            .load::<CompletedRow>(&mut *conn)
             .await
             .map_err(|error| conn.error(error))?;
-        Ok(rows.into_iter().map(|row| (row.id(), row)).collect())
+        Ok(rows.into_iter().map(|row| (JobId(row.id), row)).collect())
     }
 
     /// The error for a guarded write to a held job that changed nothing:
@@ -499,6 +534,65 @@ struct ExpiredRow {
     worker_id: Option<String>,
 }
 
+/// What a completion wrote, as `COMPLETE` returns it.
+#[derive(QueryableByName)]
+struct CompletedRow {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = Timestamptz)]
+    completed_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Text>)]
+    execution_id: Option<String>,
+}
+
+impl CompletedRow {
+    /// The complete job: the caller's held job, moved on by the core's own
+    /// transition at the stored time. The row's execution id wins, since
+    /// one recorded through another copy of the job is on the row but not
+    /// on this copy; nothing else of an executing job changes while held
+    /// but the lease, which a complete job does not have.
+    fn finish(self, job: Job<Executing>, result: Value) -> Result<Job<Complete>> {
+        let stored = self.execution_id.map(ExecutionId::new).transpose().map_err(|error| {
+            Error::storage(format!("job {} has an invalid execution_id: {error}", job.id()))
+        })?;
+        let job = match stored {
+            Some(id) if job.data().execution_id.as_ref() != Some(&id) => {
+                job.record_execution_id(id)
+            }
+            _ => job,
+        };
+        Ok(job.complete(result, self.completed_at))
+    }
+}
+
+/// What an enqueue wrote, as `ENQUEUE` returns it: the times the database
+/// decided.
+#[derive(QueryableByName)]
+struct InsertedRow {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = Timestamptz)]
+    queued_at: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    run_at: DateTime<Utc>,
+}
+
+impl InsertedRow {
+    /// The pending job: the request as given, with the stored id and
+    /// times. `run_at` is taken from the row too, since the database
+    /// computed it (a delay added to its clock, a time kept to whole
+    /// microseconds).
+    fn pending(self, new: NewJob) -> Job<Pending> {
+        let job = new.into_pending(JobId(self.id), self.queued_at);
+        if job.data().run_at == self.run_at {
+            return job;
+        }
+        let mut data = job.data().clone();
+        data.run_at = self.run_at;
+        Job::new(data)
+    }
+}
+
 #[derive(QueryableByName)]
 struct StatsRow {
     #[diesel(sql_type = BigInt)]
@@ -522,18 +616,44 @@ struct StatsRow {
 }
 
 /// The columns of one enqueue batch, as the parallel arrays `unnest` takes.
+/// Payloads are borrowed from the requests: they are only written.
 #[derive(Default)]
-struct EnqueueInput {
+struct EnqueueInput<'a> {
     ids: Vec<Uuid>,
     atom_ids: Vec<Option<Uuid>>,
     learner_ids: Vec<Uuid>,
     execution_ids: Vec<Option<String>>,
-    payloads: Vec<Value>,
+    payloads: Vec<&'a Value>,
     max_retries: Vec<i32>,
     priorities: Vec<i32>,
     run_at: Vec<Option<DateTime<Utc>>>,
     delays: Vec<Option<PgInterval>>,
     keys: Vec<Option<String>>,
+}
+
+impl<'a> EnqueueInput<'a> {
+    /// The batch in columns, with a fresh id per job.
+    fn of(jobs: &'a [NewJob]) -> Self {
+        let mut input = Self::default();
+        for job in jobs {
+            let (run_at, delay) = match job.schedule() {
+                Schedule::Now => (None, None),
+                Schedule::At(at) => (Some(truncate_time(at)), None),
+                Schedule::After(delay) => (None, Some(interval(delay))),
+            };
+            input.ids.push(Uuid::new_v4());
+            input.atom_ids.push(job.atom_id().map(|atom| atom.0));
+            input.learner_ids.push(job.learner_id().0);
+            input.execution_ids.push(job.execution_id().map(|id| id.as_str().to_owned()));
+            input.payloads.push(job.request_payload());
+            input.max_retries.push(job.max_retries() as i32);
+            input.priorities.push(job.priority());
+            input.run_at.push(run_at);
+            input.delays.push(delay);
+            input.keys.push(job.idempotency_key().map(|key| key.as_str().to_owned()));
+        }
+        input
+    }
 }
 
 #[async_trait::async_trait]
@@ -551,26 +671,28 @@ impl Store for PgStore {
         // Step 1: check every payload against this store's limits (the
         // builder checked against its own), then lay the batch out in
         // columns. Ids are made here so each answer finds its row.
-        let mut input = EnqueueInput::default();
         for job in &jobs {
             self.inner.limits.check_request(job.request_payload())?;
-            let (run_at, delay) = match job.schedule() {
-                Schedule::Now => (None, None),
-                Schedule::At(at) => (Some(truncate_time(at)), None),
-                Schedule::After(delay) => (None, Some(interval(delay))),
-            };
-            input.ids.push(Uuid::new_v4());
-            input.atom_ids.push(job.atom_id().map(|atom| atom.0));
-            input.learner_ids.push(job.learner_id().0);
-            input.execution_ids.push(job.execution_id().map(|id| id.as_str().to_owned()));
-            input.payloads.push(job.request_payload().clone());
-            input.max_retries.push(job.max_retries() as i32);
-            input.priorities.push(job.priority());
-            input.run_at.push(run_at);
-            input.delays.push(delay);
-            input.keys.push(job.idempotency_key().map(|key| key.as_str().to_owned()));
         }
+        let input = EnqueueInput::of(&jobs);
+        let plain = jobs.iter().all(|job| {
+            job.schedule() == Schedule::Now
+                && job.idempotency_key().is_none()
+                && job.execution_id().is_none()
+        });
         let ids = input.ids.clone();
+
+        // The common case, jobs to run now with no key and no execution
+        // id: every row is inserted and the database decides one time for
+        // all of them, so nothing per row needs to come back.
+        if plain {
+            let queued_at = self.insert_plain(input).await?;
+            return Ok(jobs
+                .into_iter()
+                .zip(ids)
+                .map(|(job, id)| Enqueued::Created(job.into_pending(JobId(id), queued_at)))
+                .collect());
+        }
         let keys = input.keys.clone();
 
         // Step 2: one INSERT for the whole batch (and one NOTIFY).
@@ -587,14 +709,17 @@ impl Store for PgStore {
             .bind::<Array<Nullable<Timestamptz>>, _>(input.run_at)
             .bind::<Array<Nullable<Interval>>, _>(input.delays)
             .bind::<Array<Nullable<Text>>, _>(input.keys)
-            .load::<JobRow>(&mut *conn)
+            .load::<InsertedRow>(&mut *conn)
             .await
             .map_err(|error| conn.error(error))?;
-        let mut created: HashMap<JobId, Job<Pending>> = HashMap::new();
-        for row in inserted {
-            let job = narrow::<Pending>(row)?;
-            created.insert(job.id(), job);
-        }
+        let mut inserted: HashMap<Uuid, InsertedRow> =
+            inserted.into_iter().map(|row| (row.id, row)).collect();
+        // The created jobs, in input order; `None` where a key was taken.
+        let created: Vec<Option<Job<Pending>>> = jobs
+            .into_iter()
+            .zip(&ids)
+            .map(|(job, id)| inserted.remove(id).map(|row| row.pending(job)))
+            .collect();
 
         // Step 3: a row that was not inserted met an idempotency key already
         // used, before this batch or earlier in it. Read those jobs in a
@@ -602,15 +727,15 @@ impl Store for PgStore {
         // while the INSERT waited on the key, which the INSERT's own
         // snapshot could not.
         let mut existing: HashMap<String, AnyJob> = HashMap::new();
-        for job in created.values() {
+        for job in created.iter().flatten() {
             if let Some(key) = &job.data().idempotency_key {
                 existing.insert(key.as_str().to_owned(), job.clone().into_any());
             }
         }
-        let missing: Vec<String> = ids
+        let missing: Vec<String> = created
             .iter()
             .zip(&keys)
-            .filter(|(id, _)| !created.contains_key(&JobId(**id)))
+            .filter(|(job, _)| job.is_none())
             .filter_map(|(_, key)| key.clone())
             .filter(|key| !existing.contains_key(key))
             .collect::<HashSet<_>>()
@@ -631,10 +756,11 @@ impl Store for PgStore {
         }
 
         // Step 4: the answers, in input order.
-        ids.into_iter()
+        created
+            .into_iter()
             .zip(keys)
-            .map(|(id, key)| {
-                if let Some(job) = created.remove(&JobId(id)) {
+            .map(|(job, key)| {
+                if let Some(job) = job {
                     return Ok(Enqueued::Created(job));
                 }
                 key.and_then(|key| existing.get(&key).cloned()).map(Enqueued::Existing).ok_or_else(
@@ -719,9 +845,9 @@ impl Store for PgStore {
     async fn complete(&self, job: Job<Executing>, result: Value) -> Result<Job<Complete>> {
         self.inner.limits.check_result(&result)?;
         let mut rows =
-            self.complete_rows(vec![job.id().0], vec![job.attempt() as i32], vec![result]).await?;
+            self.complete_rows(vec![job.id().0], vec![job.attempt() as i32], vec![&result]).await?;
         match rows.remove(&job.id()) {
-            Some(row) => narrow(row),
+            Some(row) => row.finish(job, result),
             None => Err(self.not_held(&job).await),
         }
     }
@@ -742,7 +868,7 @@ impl Store for PgStore {
             if check.is_ok() && first {
                 ids.push(job.id().0);
                 attempts.push(job.attempt() as i32);
-                results.push(result.clone());
+                results.push(result);
             }
             checks.push(check.map(|()| first));
         }
@@ -770,12 +896,15 @@ impl Store for PgStore {
         };
 
         Ok(jobs
-            .iter()
+            .into_iter()
             .zip(checks)
-            .map(|((job, _), check)| match check {
+            .map(|((job, result), check)| match check {
                 Err(error) => Err(error),
-                Ok(false) => Err(not_held(job)),
-                Ok(true) => rows.remove(&job.id()).map_or_else(|| Err(not_held(job)), narrow),
+                Ok(false) => Err(not_held(&job)),
+                Ok(true) => match rows.remove(&job.id()) {
+                    Some(row) => row.finish(job, result),
+                    None => Err(not_held(&job)),
+                },
             })
             .collect())
     }

@@ -191,6 +191,14 @@ impl Drop for TestDb {
 /// Drops test databases whose process is gone (a killed test run), when the
 /// server is local and process ids mean something.
 async fn drop_leftovers(admin: &mut AsyncPgConnection) {
+    drop_abandoned(admin, PREFIX).await;
+}
+
+/// Drops the databases named `<prefix><pid>...` whose process `pid` is no
+/// longer running (a run that was killed, or panicked, before it could
+/// drop its own), when the server is local and process ids mean something.
+/// Also used by the throughput harness for its `greenlight_bench_` ones.
+pub async fn drop_abandoned(admin: &mut AsyncPgConnection, prefix: &str) {
     #[derive(diesel::QueryableByName)]
     struct Name {
         #[diesel(sql_type = diesel::sql_types::Text)]
@@ -202,13 +210,13 @@ async fn drop_leftovers(admin: &mut AsyncPgConnection) {
         return;
     }
     let names: Vec<Name> = diesel::sql_query(format!(
-        "SELECT datname::text FROM pg_database WHERE datname LIKE '{PREFIX}%'"
+        "SELECT datname::text FROM pg_database WHERE datname LIKE '{prefix}%'"
     ))
     .load(admin)
     .await
     .expect("list databases");
     for Name { datname } in names {
-        let pid = datname[PREFIX.len()..].split('_').next().and_then(|pid| pid.parse::<u32>().ok());
+        let pid = datname[prefix.len()..].split('_').next().and_then(|pid| pid.parse::<u32>().ok());
         let alive = pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
         if !alive {
             let _ = admin

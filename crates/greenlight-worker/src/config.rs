@@ -49,7 +49,10 @@ pub struct WorkerConfig {
     /// worker can run several per core.
     pub concurrency: usize,
     /// The most jobs one claim asks for; a claim never asks for more than
-    /// the free slots. Default: 8 (the concurrency).
+    /// the free slots. While jobs are running, the worker waits up to 5 ms
+    /// for half a batch of slots to come free before it claims, so that a
+    /// busy worker claims in batches rather than a slot at a time.
+    /// Default: 8 (the concurrency).
     pub batch_size: usize,
     /// How long a claim holds a job without a heartbeat. Heartbeats come
     /// every third of it. Default: 30 s: long enough to ride out a slow

@@ -348,6 +348,10 @@ async fn claim_loop(shared: &Arc<Shared>, jobs: &mut JoinSet<()>, completions: &
                 _ = jobs.join_next() => continue,
             }
         }
+        // Under load, let a worthwhile batch of slots come free first.
+        if !gather_slots(shared, &slots, jobs).await {
+            return;
+        }
 
         let limit = slots.available_permits().min(config.batch_size);
         let request =
@@ -403,6 +407,38 @@ async fn claim_loop(shared: &Arc<Shared>, jobs: &mut JoinSet<()>, completions: &
             Some(_) = jobs.join_next(), if config.drain && !jobs.is_empty() => {}
         }
     }
+}
+
+/// How long the claim loop waits for more slots to come free before it
+/// claims into the few it has. Long enough for a batch of completions to be
+/// written and its jobs' slots freed together, short enough that a slot
+/// left by a long-running job's neighbour idles only briefly.
+const GATHER_SLOTS: Duration = Duration::from_millis(5);
+
+/// Waits, while jobs are running, until half a batch of slots is free or
+/// [`GATHER_SLOTS`] has passed; `false` when shutdown begins meanwhile.
+///
+/// A claim costs a round trip and a statement whatever its size, so
+/// topping up one or two slots at a time while hundreds of jobs finish
+/// spends the database's time on claims rather than on jobs. Slots are
+/// freed in bursts (the completer writes a batch, and every job in it
+/// ends), so a short wait usually gathers a whole burst.
+async fn gather_slots(shared: &Shared, slots: &Semaphore, jobs: &mut JoinSet<()>) -> bool {
+    let config = &shared.config;
+    let worthwhile = config.batch_size.min(config.concurrency).div_ceil(2);
+    if slots.available_permits() >= worthwhile || jobs.is_empty() {
+        return true;
+    }
+    let deadline = tokio::time::sleep(GATHER_SLOTS);
+    tokio::pin!(deadline);
+    while slots.available_permits() < worthwhile && !jobs.is_empty() {
+        tokio::select! {
+            () = shared.stop_claiming.cancelled() => return false,
+            _ = jobs.join_next() => {}
+            () = &mut deadline => break,
+        }
+    }
+    true
 }
 
 async fn subscribe(shared: &Shared) -> Option<Wakeups> {

@@ -99,8 +99,22 @@ pub async fn enqueue(store: &dyn Store, count: usize, max_retries: u32) -> Vec<J
 }
 
 pub async fn get(store: &dyn Store, id: JobId) -> AnyJob {
-    store.get(id).await.expect("readable").expect("the job exists")
+    for _ in 0..RETRYABLE_TRIES {
+        match store.get(id).await {
+            Ok(job) => return job.expect("the job exists"),
+            Err(error) if error.is_retryable() => {}
+            Err(error) => panic!("get: {error:?}"),
+        }
+    }
+    panic!("get: still unavailable after {RETRYABLE_TRIES} tries")
 }
+
+/// How often the helpers' reads are tried when the store answers with a
+/// retryable error. A test that kills the pool's sessions leaves dead
+/// connections in it; once the workers are idle, the test's own read is
+/// the one that meets them, and each such read fails once and discards
+/// its connection, as any caller's would. The pool holds ten.
+const RETRYABLE_TRIES: usize = 20;
 
 /// Waits until `done` holds of the store's stats. A generous bound turns a
 /// hang into a failure; it measures nothing. A look that meets a storage
@@ -108,13 +122,17 @@ pub async fn get(store: &dyn Store, id: JobId) -> AnyJob {
 /// this one's too.
 pub async fn wait_for(store: &dyn Store, done: impl Fn(&greenlight_core::Stats) -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut unavailable = 0;
     loop {
         let stats = match store.stats().await {
-            Ok(stats) => Some(stats),
-            Err(error) if error.is_retryable() => None,
-            Err(error) => panic!("stats: {error}"),
+            Ok(stats) => stats,
+            Err(error) if error.is_retryable() && unavailable < RETRYABLE_TRIES => {
+                unavailable += 1;
+                continue;
+            }
+            Err(error) => panic!("stats: {error:?}"),
         };
-        if stats.as_ref().is_some_and(&done) {
+        if done(&stats) {
             return;
         }
         assert!(tokio::time::Instant::now() < deadline, "gave up waiting: {stats:?}");
