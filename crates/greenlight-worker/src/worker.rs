@@ -560,8 +560,11 @@ async fn execute(shared: &Arc<Shared>, job: &Job<Executing>) -> (RunEnd, Job<Exe
 const WIND_DOWN: Duration = Duration::from_secs(1);
 
 /// Extends the lease every third of its length; returns only when the
-/// lease is lost. A storage fault is logged and the next beat tried: the
-/// lease still has two thirds to run, and if it does expire the fencing
+/// lease is lost. A beat that meets a storage fault is tried once more at
+/// once: a pooled connection that died (a restarted server, a killed
+/// session) fails one call and is discarded, so the retry gets a fresh one
+/// instead of spending a third of the lease. A fault that persists is
+/// logged and the next beat tried: if the lease does expire, the fencing
 /// token keeps the late outcome from being written.
 async fn heartbeat(shared: &Shared, held: &Mutex<Job<Executing>>) {
     let lease = shared.config.lease;
@@ -570,7 +573,14 @@ async fn heartbeat(shared: &Shared, held: &Mutex<Job<Executing>>) {
     loop {
         beats.tick().await;
         let current = held.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        match shared.store.heartbeat(&current, lease).await {
+        let mut beat = shared.store.heartbeat(&current, lease).await;
+        if let Err(error) = &beat
+            && error.is_retryable()
+        {
+            debug!(%error, "heartbeat failed; trying again at once");
+            beat = shared.store.heartbeat(&current, lease).await;
+        }
+        match beat {
             Ok(extended) => {
                 let mut slot = held.lock().unwrap_or_else(PoisonError::into_inner);
                 // An execution id recorded while the beat was in flight is
