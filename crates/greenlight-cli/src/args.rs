@@ -174,6 +174,10 @@ pub(crate) struct WorkArgs {
     /// notification arrives.
     #[arg(long, default_value = "1s", value_parser = duration::parse)]
     pub(crate) poll: Duration,
+    /// How often the worker takes back jobs whose lease expired (a crashed
+    /// worker's); it also does so when it starts.
+    #[arg(long, default_value = "15s", value_parser = duration::parse)]
+    pub(crate) rescue_interval: Duration,
     /// The delay before a failed job's first retry; it doubles with each
     /// further failure.
     #[arg(long, default_value = "2s", value_parser = duration::parse)]

@@ -232,6 +232,7 @@ async fn bad_input_exits_2_with_one_line_and_writes_nothing() {
         (vec!["enqueue", "--learner", LEARNER, "--delay", "soon"], "duration"),
         (vec!["prune", "--older-than", "7 days"], "duration"),
         (vec!["work", "--lease", "30", "--", "true"], "duration"),
+        (vec!["work", "--rescue-interval", "0s", "--", "true"], "rescue_interval"),
         (vec!["enqueue", "--learner", LEARNER, "--run-at", "tomorrow"], "RFC 3339"),
         (vec!["work", "--", "/no/such/program"], "cannot find"),
     ];

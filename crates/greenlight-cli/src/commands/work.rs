@@ -55,6 +55,7 @@ pub(crate) async fn run(url: &str, args: WorkArgs, json: bool) -> CliResult {
         .lease(args.lease)
         .poll_interval(args.poll)
         .shutdown_grace(args.grace)
+        .rescue_interval(args.rescue_interval)
         .job_timeout(args.timeout + TIMEOUT_BACKSTOP)
         .drain(args.drain);
     if let Some(batch_size) = args.batch_size {
