@@ -1,8 +1,8 @@
 //! A store that fails on purpose, for testing how the worker rides out
 //! storage faults.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use greenlight_core::{
@@ -12,16 +12,28 @@ use greenlight_core::{
 };
 use serde_json::Value;
 
-/// Wraps a store; every `every`-th call fails with `Unavailable`. Odd
-/// faults fail before the call reaches the store; even ones after it, so
-/// the write happened but its answer was lost, like a connection dropping
-/// mid-reply.
+/// Wraps a store and fails some of its calls with `Unavailable`, by one of
+/// two rules (see [`Rule`]). It also notes when each heartbeat came, on
+/// tokio's clock, so a test can follow the beats.
 #[derive(Debug)]
 pub struct FlakyStore {
     inner: Arc<dyn Store>,
-    every: u64,
+    rule: Rule,
     calls: AtomicU64,
     faults: AtomicU64,
+    heartbeats: Mutex<Vec<tokio::time::Instant>>,
+}
+
+/// Which calls fail.
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    /// Every n-th call of any kind. Odd faults fail before the call reaches
+    /// the store; even ones after it, so the write happened but its answer
+    /// was lost, like a connection dropping mid-reply.
+    EveryNth(u64),
+    /// Only the first heartbeat, before it reaches the store, as a dead
+    /// pooled connection would fail it.
+    FirstHeartbeat,
 }
 
 enum Fault {
@@ -31,17 +43,39 @@ enum Fault {
 }
 
 impl FlakyStore {
+    /// Every `every`-th call fails.
     pub fn new(inner: Arc<dyn Store>, every: u64) -> Self {
-        Self { inner, every, calls: AtomicU64::new(0), faults: AtomicU64::new(0) }
+        Self::with_rule(inner, Rule::EveryNth(every))
+    }
+
+    /// Only the first heartbeat fails.
+    pub fn failing_first_heartbeat(inner: Arc<dyn Store>) -> Self {
+        Self::with_rule(inner, Rule::FirstHeartbeat)
+    }
+
+    fn with_rule(inner: Arc<dyn Store>, rule: Rule) -> Self {
+        Self {
+            inner,
+            rule,
+            calls: AtomicU64::new(0),
+            faults: AtomicU64::new(0),
+            heartbeats: Mutex::new(Vec::new()),
+        }
     }
 
     pub fn faults(&self) -> u64 {
         self.faults.load(Ordering::SeqCst)
     }
 
+    /// When each heartbeat call came, failed or not.
+    pub fn heartbeats(&self) -> Vec<tokio::time::Instant> {
+        self.heartbeats.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     fn next_fault(&self) -> Fault {
+        let Rule::EveryNth(every) = self.rule else { return Fault::None };
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        if !call.is_multiple_of(self.every) {
+        if !call.is_multiple_of(every) {
             return Fault::None;
         }
         let fault = self.faults.fetch_add(1, Ordering::SeqCst) + 1;
@@ -84,6 +118,15 @@ impl Store for FlakyStore {
     }
 
     async fn heartbeat(&self, job: &Job<Executing>, lease: Duration) -> Result<Job<Executing>> {
+        let beat = {
+            let mut heartbeats = self.heartbeats.lock().unwrap_or_else(PoisonError::into_inner);
+            heartbeats.push(tokio::time::Instant::now());
+            heartbeats.len()
+        };
+        if matches!(self.rule, Rule::FirstHeartbeat) && beat == 1 {
+            self.faults.fetch_add(1, Ordering::SeqCst);
+            return Err(Error::unavailable("injected fault on the first heartbeat"));
+        }
         self.call(self.inner.heartbeat(job, lease)).await
     }
 
