@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -93,7 +94,9 @@ macro_rules! text_id {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        // Shared text: a job's copies (stores and workers keep several)
+        // share it instead of copying it.
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// The longest text accepted, in characters.
@@ -104,7 +107,7 @@ macro_rules! text_id {
             pub fn new(text: impl Into<String>) -> Result<Self, Error> {
                 let text = text.into();
                 check_text($field, &text, $max)?;
-                Ok(Self(text))
+                Ok(Self(text.into()))
             }
 
             /// The text.
@@ -129,7 +132,7 @@ macro_rules! text_id {
 
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0
+                id.0.as_ref().to_owned()
             }
         }
 
@@ -179,6 +182,7 @@ impl WorkerId {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".to_owned());
         let suffix = &Uuid::new_v4().simple().to_string()[..8];
         let text = format!("{host}-{}-{suffix}", std::process::id());
-        Self(text.chars().filter(|&c| c != '\0').take(Self::MAX_CHARS).collect())
+        let text: String = text.chars().filter(|&c| c != '\0').take(Self::MAX_CHARS).collect();
+        Self(text.into())
     }
 }

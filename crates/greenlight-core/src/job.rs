@@ -38,13 +38,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::clock;
 use crate::payload::sanitize_error;
 use crate::{
-    AtomId, Error, ExecutionId, IdempotencyKey, Jitter, JobId, LearnerId, RetryPolicy, Status,
-    WorkerId,
+    AtomId, Error, ExecutionId, IdempotencyKey, Jitter, JobId, LearnerId, Payload, RetryPolicy,
+    Status, WorkerId,
 };
 
 /// The fields every job has, whatever its status.
@@ -58,8 +57,9 @@ pub struct JobData {
     pub learner_id: LearnerId,
     /// The id Greenlight gave the execution, once known.
     pub execution_id: Option<ExecutionId>,
-    /// What to ask Greenlight: a JSON object or array.
-    pub request_payload: Value,
+    /// What to ask Greenlight: a JSON object or array, shared by the
+    /// job's copies.
+    pub request_payload: Payload,
     /// When the job was enqueued.
     pub queued_at: DateTime<Utc>,
     /// Higher runs first among ready jobs.
@@ -115,8 +115,8 @@ pub struct Complete {
     pub started_at: Option<DateTime<Utc>>,
     /// When it finished.
     pub completed_at: DateTime<Utc>,
-    /// What Greenlight returned.
-    pub result: Value,
+    /// What Greenlight returned, shared by the job's copies.
+    pub result: Payload,
 }
 
 /// Failed for good (until an operator requeues it).
@@ -311,8 +311,12 @@ impl Job<Executing> {
 
     /// Completes the job with Greenlight's result.
     #[must_use]
-    pub fn complete(self, result: Value, now: DateTime<Utc>) -> Job<Complete> {
-        let state = Complete { started_at: Some(self.state.started_at), completed_at: now, result };
+    pub fn complete(self, result: impl Into<Payload>, now: DateTime<Utc>) -> Job<Complete> {
+        let state = Complete {
+            started_at: Some(self.state.started_at),
+            completed_at: now,
+            result: result.into(),
+        };
         Self::with(self.data, state)
     }
 
@@ -488,8 +492,8 @@ pub struct JobRecord {
     pub learner_id: LearnerId,
     pub execution_id: Option<ExecutionId>,
     pub status: Status,
-    pub request_payload: Value,
-    pub result_payload: Option<Value>,
+    pub request_payload: Payload,
+    pub result_payload: Option<Payload>,
     pub queued_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,

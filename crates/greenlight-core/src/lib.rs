@@ -46,7 +46,7 @@ pub use job::{
     lease_expired_message,
 };
 pub use new_job::{DEFAULT_MAX_RETRIES, MAX_RETRIES_LIMIT, NewJob, NewJobBuilder, Schedule};
-pub use payload::{MAX_ERROR_CHARS, PayloadLimits, sanitize_error};
+pub use payload::{MAX_ERROR_CHARS, Payload, PayloadLimits, sanitize_error};
 pub use retry::{Jitter, RetryPolicy};
 pub use status::{ParseStatusError, Status};
 pub use store::{

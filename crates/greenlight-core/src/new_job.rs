@@ -3,12 +3,11 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
 use crate::clock;
 use crate::{
-    AtomId, Error, ExecutionId, IdempotencyKey, Job, JobData, JobId, LearnerId, PayloadLimits,
-    Pending,
+    AtomId, Error, ExecutionId, IdempotencyKey, Job, JobData, JobId, LearnerId, Payload,
+    PayloadLimits, Pending,
 };
 
 /// The largest `max_retries` accepted. A job retried more than a hundred
@@ -67,21 +66,23 @@ impl Schedule {
 pub struct NewJob {
     learner_id: LearnerId,
     atom_id: Option<AtomId>,
-    request_payload: Value,
+    request_payload: Payload,
     max_retries: u32,
     priority: i32,
     schedule: Schedule,
     execution_id: Option<ExecutionId>,
     idempotency_key: Option<IdempotencyKey>,
+    /// The limits the payload was checked against when built.
+    checked_against: PayloadLimits,
 }
 
 impl NewJob {
     /// Starts a job for `learner_id` that asks Greenlight for `request_payload`.
-    pub fn builder(learner_id: LearnerId, request_payload: Value) -> NewJobBuilder {
+    pub fn builder(learner_id: LearnerId, request_payload: impl Into<Payload>) -> NewJobBuilder {
         NewJobBuilder {
             learner_id,
             atom_id: None,
-            request_payload,
+            request_payload: request_payload.into(),
             max_retries: i64::from(DEFAULT_MAX_RETRIES),
             priority: 0,
             schedule: Schedule::Now,
@@ -102,7 +103,7 @@ impl NewJob {
     }
 
     /// The request payload.
-    pub fn request_payload(&self) -> &Value {
+    pub fn request_payload(&self) -> &Payload {
         &self.request_payload
     }
 
@@ -131,6 +132,30 @@ impl NewJob {
         self.idempotency_key.as_ref()
     }
 
+    /// Checks the request payload against a store's `limits`, which may
+    /// be tighter than the builder's. When they are no tighter in any
+    /// bound, the check made by [`NewJobBuilder::build`] already covers
+    /// them and the payload is not walked again.
+    ///
+    /// ```
+    /// use greenlight_core::{LearnerId, NewJob, PayloadLimits};
+    /// use serde_json::json;
+    ///
+    /// let job = NewJob::builder(LearnerId::random(), json!({"code": "print(1)"})).build()?;
+    /// assert!(job.check_limits(&PayloadLimits::default()).is_ok());
+    /// let tiny = PayloadLimits { max_bytes: 8, ..PayloadLimits::default() };
+    /// assert!(job.check_limits(&tiny).is_err());
+    /// # Ok::<(), greenlight_core::Error>(())
+    /// ```
+    pub fn check_limits(&self, limits: &PayloadLimits) -> Result<(), Error> {
+        if limits.max_bytes >= self.checked_against.max_bytes
+            && limits.max_depth >= self.checked_against.max_depth
+        {
+            return Ok(());
+        }
+        limits.check_request(&self.request_payload)
+    }
+
     /// The pending job this becomes when enqueued with `id` at `now`.
     pub fn into_pending(self, id: JobId, now: DateTime<Utc>) -> Job<Pending> {
         Job::new(JobData {
@@ -157,7 +182,7 @@ impl NewJob {
 pub struct NewJobBuilder {
     learner_id: LearnerId,
     atom_id: Option<AtomId>,
-    request_payload: Value,
+    request_payload: Payload,
     max_retries: i64,
     priority: i32,
     schedule: Schedule,
@@ -245,6 +270,7 @@ impl NewJobBuilder {
             schedule: self.schedule,
             execution_id,
             idempotency_key,
+            checked_against: self.limits,
         })
     }
 }

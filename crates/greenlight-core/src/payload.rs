@@ -1,8 +1,110 @@
-//! Checks on the JSON a job carries.
+//! The JSON a job carries, and the checks on it.
 
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::Error;
+
+/// A JSON document that a job's copies share instead of copying.
+///
+/// Every transition of a job hands back a new value, and stores and
+/// workers keep copies of the job they hold; with the request payload
+/// behind an [`Arc`], those copies cost a reference count, not a walk of
+/// the whole document. It reads as the [`Value`] it holds (through
+/// [`Deref`]), compares equal to one, and serialises exactly as one.
+///
+/// ```
+/// use greenlight_core::Payload;
+/// use serde_json::json;
+///
+/// let payload = Payload::from(json!({"language": "python", "code": "print(1)"}));
+/// let copy = payload.clone(); // no copy of the document
+/// assert_eq!(copy["language"], "python");
+/// assert_eq!(copy, json!({"language": "python", "code": "print(1)"}));
+/// assert_eq!(serde_json::to_string(&copy)?, r#"{"code":"print(1)","language":"python"}"#);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Payload(Arc<Value>);
+
+impl Payload {
+    /// The document.
+    pub fn as_value(&self) -> &Value {
+        &self.0
+    }
+
+    /// The document, copied only if another job still shares it.
+    pub fn into_value(self) -> Value {
+        Arc::unwrap_or_clone(self.0)
+    }
+}
+
+impl Deref for Payload {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.0
+    }
+}
+
+impl AsRef<Value> for Payload {
+    fn as_ref(&self) -> &Value {
+        &self.0
+    }
+}
+
+impl From<Value> for Payload {
+    fn from(value: Value) -> Self {
+        Self(Arc::new(value))
+    }
+}
+
+impl From<Payload> for Value {
+    fn from(payload: Payload) -> Self {
+        payload.into_value()
+    }
+}
+
+impl PartialEq<Value> for Payload {
+    fn eq(&self, other: &Value) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<Payload> for Value {
+    fn eq(&self, other: &Payload) -> bool {
+        *self == *other.0
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // As the document itself: the sharing is an implementation detail.
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(Self::from)
+    }
+}
 
 /// Bounds on the JSON a job carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -278,7 +278,7 @@ fn completed_at(job: &AnyJob) -> Option<DateTime<Utc>> {
 #[async_trait]
 impl Store for MemoryStore {
     async fn enqueue(&self, job: NewJob) -> Result<Enqueued> {
-        self.inner.payload_limits.check_request(job.request_payload())?;
+        job.check_limits(&self.inner.payload_limits)?;
         let now = self.now();
         let enqueued = {
             let mut state = self.lock()?;
@@ -292,8 +292,9 @@ impl Store for MemoryStore {
                 return Err(duplicate(execution_id));
             }
 
-            let pending = job.into_pending(state.fresh_id(), now);
-            state.insert_new(pending.clone(), now);
+            let (id, slot) = state.reserve()?;
+            let pending = job.into_pending(id, now);
+            state.insert_new(slot, pending.clone(), now);
             Enqueued::Created(pending)
         };
         self.wake();
@@ -304,7 +305,7 @@ impl Store for MemoryStore {
         // This store's limits may be tighter than those the jobs were
         // built with; one job over them refuses the whole batch.
         for job in &jobs {
-            self.inner.payload_limits.check_request(job.request_payload())?;
+            job.check_limits(&self.inner.payload_limits)?;
         }
         let now = self.now();
         let enqueued = {
@@ -337,6 +338,7 @@ impl Store for MemoryStore {
             }
             drop(batch_keys);
             drop(batch_execution_ids);
+            state.check_room(plans.iter().filter(|plan| matches!(plan, Plan::Create)).count())?;
 
             // Then write.
             let mut enqueued: Vec<Enqueued> = Vec::with_capacity(jobs.len());
@@ -348,8 +350,9 @@ impl Store for MemoryStore {
                     }
                     Plan::SameAs(first) => Enqueued::Existing(enqueued[first].clone().into_any()),
                     Plan::Create => {
-                        let pending = job.into_pending(state.fresh_id(), now);
-                        state.insert_new(pending.clone(), now);
+                        let (id, slot) = state.reserve()?;
+                        let pending = job.into_pending(id, now);
+                        state.insert_new(slot, pending.clone(), now);
                         Enqueued::Created(pending)
                     }
                 };
@@ -376,8 +379,9 @@ impl Store for MemoryStore {
         check_lease(lease)?;
         let now = self.now();
         let mut state = self.lock()?;
-        let extended = state.take_held(job)?.heartbeat(lease, now);
-        state.put_executing(extended.clone());
+        let (slot, held) = state.take_held(job)?;
+        let extended = held.heartbeat(lease, now);
+        state.put_executing(slot, extended.clone());
         Ok(extended)
     }
 
@@ -393,9 +397,10 @@ impl Store for MemoryStore {
             _ => {}
         }
 
-        let recorded = state.take_held(job)?.record_execution_id(execution_id.clone());
+        let (slot, held) = state.take_held(job)?;
+        let recorded = held.record_execution_id(execution_id.clone());
         state.index_execution_id(job.id(), previous.as_ref(), &execution_id);
-        state.put_executing(recorded.clone());
+        state.put_executing(slot, recorded.clone());
         Ok(recorded)
     }
 
@@ -403,8 +408,9 @@ impl Store for MemoryStore {
         self.inner.payload_limits.check_result(&result)?;
         let now = self.now();
         let mut state = self.lock()?;
-        let complete = state.take_held(&job)?.complete(result, now);
-        state.put_unindexed(complete.clone().into_any());
+        let (slot, held) = state.take_held(&job)?;
+        let complete = held.complete(result, now);
+        state.put_unindexed(slot, complete.clone().into_any());
         Ok(complete)
     }
 
@@ -418,8 +424,9 @@ impl Store for MemoryStore {
             .into_iter()
             .map(|(job, result)| {
                 self.inner.payload_limits.check_result(&result)?;
-                let complete = state.take_held(&job)?.complete(result, now);
-                state.put_unindexed(complete.clone().into_any());
+                let (slot, held) = state.take_held(&job)?;
+                let complete = held.complete(result, now);
+                state.put_unindexed(slot, complete.clone().into_any());
                 Ok(complete)
             })
             .collect();
@@ -429,15 +436,15 @@ impl Store for MemoryStore {
     async fn fail(&self, job: Job<Executing>, failure: Failure) -> Result<FailOutcome> {
         let now = self.now();
         let mut state = self.lock()?;
-        let held = state.take_held(&job)?;
+        let (slot, held) = state.take_held(&job)?;
         let outcome = if failure.retryable {
             held.fail(&failure.message, &self.inner.retry_policy, now)
         } else {
             FailOutcome::Failed(held.fail_permanently(&failure.message, now))
         };
         match &outcome {
-            FailOutcome::Retrying(pending) => state.put_pending(pending.clone(), now),
-            FailOutcome::Failed(failed) => state.put_unindexed(failed.clone().into_any()),
+            FailOutcome::Retrying(pending) => state.put_pending(slot, pending.clone(), now),
+            FailOutcome::Failed(failed) => state.put_unindexed(slot, failed.clone().into_any()),
         }
         Ok(outcome)
     }
@@ -446,8 +453,9 @@ impl Store for MemoryStore {
         let now = self.now();
         let released = {
             let mut state = self.lock()?;
-            let released = state.take_held(&job)?.release(now);
-            state.put_pending(released.clone(), now);
+            let (slot, held) = state.take_held(&job)?;
+            let released = held.release(now);
+            state.put_pending(slot, released.clone(), now);
             released
         };
         self.wake();
@@ -462,9 +470,9 @@ impl Store for MemoryStore {
             return Err(Error::WrongState { id, expected: Status::Pending, actual });
         }
 
-        let pending = state.take_pending(id).ok_or_else(|| broken_index(id))?;
+        let (slot, pending) = state.take_pending(id).ok_or_else(|| broken_index(id))?;
         let cancelled = pending.cancel(reason, now);
-        state.put_unindexed(cancelled.clone().into_any());
+        state.put_unindexed(slot, cancelled.clone().into_any());
         Ok(cancelled)
     }
 
@@ -477,11 +485,11 @@ impl Store for MemoryStore {
                 return Err(Error::WrongState { id, expected: Status::Failed, actual });
             }
 
-            let Some(AnyJob::Failed(failed)) = state.remove_raw(id) else {
+            let Some((slot, AnyJob::Failed(failed))) = state.remove_raw(id) else {
                 return Err(broken_index(id));
             };
             let requeued = failed.requeue(now);
-            state.put_pending(requeued.clone(), now);
+            state.put_pending(slot, requeued.clone(), now);
             requeued
         };
         self.wake();
@@ -493,17 +501,17 @@ impl Store for MemoryStore {
         let mut rescued = Rescued::default();
         let mut state = self.lock()?;
         for id in state.take_expired(now) {
-            let Some(AnyJob::Executing(job)) = state.remove_raw(id) else {
+            let Some((slot, AnyJob::Executing(job))) = state.remove_raw(id) else {
                 return Err(broken_index(id));
             };
             match job.expire_lease(&self.inner.retry_policy, now) {
                 FailOutcome::Retrying(pending) => {
                     rescued.retried += 1;
-                    state.put_pending(pending, now);
+                    state.put_pending(slot, pending, now);
                 }
                 FailOutcome::Failed(failed) => {
                     rescued.failed += 1;
-                    state.put_unindexed(failed.into_any());
+                    state.put_unindexed(slot, failed.into_any());
                 }
             }
         }

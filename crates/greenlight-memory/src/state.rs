@@ -9,7 +9,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use greenlight_core::chrono::{DateTime, Utc};
@@ -20,77 +19,92 @@ use greenlight_core::{
 };
 
 /// Where a ready job sits in the claim order: highest priority first, then
-/// earliest `run_at`, then id, exactly as the trait documents.
+/// earliest `run_at`, then id, exactly as the trait documents. The slot
+/// rides along (ids are unique, so it never decides the order) and spares
+/// the claim a lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct ReadyKey {
     priority: Reverse<i32>,
     run_at: DateTime<Utc>,
     id: JobId,
+    slot: Slot,
 }
 
 impl ReadyKey {
-    fn of(job: &Job<Pending>) -> Self {
+    fn of(job: &Job<Pending>, slot: Slot) -> Self {
         let data = job.data();
-        Self { priority: Reverse(data.priority), run_at: data.run_at, id: data.id }
+        Self { priority: Reverse(data.priority), run_at: data.run_at, id: data.id, slot }
     }
 }
 
 /// A pending job that is not ready yet, ordered by when it becomes ready.
-/// The priority rides along so promotion needs no lookup.
+/// The priority and slot ride along so promotion needs no lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct DelayedKey {
     run_at: DateTime<Utc>,
     id: JobId,
     priority: i32,
+    slot: Slot,
 }
 
 impl DelayedKey {
-    fn of(job: &Job<Pending>) -> Self {
+    fn of(job: &Job<Pending>, slot: Slot) -> Self {
         let data = job.data();
-        Self { run_at: data.run_at, id: data.id, priority: data.priority }
+        Self { run_at: data.run_at, id: data.id, priority: data.priority, slot }
     }
 
     fn ready(self) -> ReadyKey {
-        ReadyKey { priority: Reverse(self.priority), run_at: self.run_at, id: self.id }
-    }
-}
-
-/// Hashes job ids cheaply. Job ids are random UUIDs chosen by the store
-/// itself, so their bits are already well spread and nobody outside can
-/// pick colliding keys; the protection of `SipHash` would buy nothing here and
-/// costs a good share of a lifecycle.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            // The Fx hash step: a rotate, a xor and one multiplication by
-            // an odd constant, enough to mix already random bits.
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
-                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        ReadyKey {
+            priority: Reverse(self.priority),
+            run_at: self.run_at,
+            id: self.id,
+            slot: self.slot,
         }
     }
 }
 
-type IdMap<V> = HashMap<JobId, V, BuildHasherDefault<IdHasher>>;
+/// Where a job lives in [`State::slots`].
+///
+/// The store makes its own job ids and writes the slot into 32 of their
+/// random bits, so finding a job is an index and one comparison, not a
+/// hash lookup: with a million jobs kept, a hash table's lookups miss the
+/// cache on every call and cost more than the rest of a transition. The
+/// ids stay valid version 4 UUIDs with 90 random bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Slot(usize);
+
+impl Slot {
+    /// The bytes of an id that hold its slot: the last four, all random
+    /// in a version 4 UUID (the version and variant bits are elsewhere).
+    const BYTES: std::ops::Range<usize> = 12..16;
+
+    /// The slot an id names, if it names one: any id does, but only the
+    /// slot's owner is found there.
+    fn named_by(id: JobId) -> Self {
+        let bytes = id.0.as_bytes();
+        let mut index = [0u8; 4];
+        index.copy_from_slice(&bytes[Self::BYTES]);
+        Self(u32::from_be_bytes(index) as usize)
+    }
+}
+
+/// One place for a job: which id owns it (from reservation until the job
+/// is deleted), and the job, absent only while a transition has it out.
+#[derive(Debug, Default)]
+struct Place {
+    owner: Option<JobId>,
+    job: Option<AnyJob>,
+}
 
 /// The jobs and their indexes.
 #[derive(Debug)]
 pub(crate) struct State {
-    /// The jobs, each in a slot that `slot_of` names. A job keeps its slot
-    /// for its whole life, so a transition rewrites the slot in place
-    /// instead of moving a few hundred bytes through a hash map, and a
-    /// growing store reallocates one flat vector rather than rehashing
-    /// every job.
-    slots: Vec<Option<AnyJob>>,
-    slot_of: IdMap<usize>,
+    /// The jobs. A job keeps its slot for its whole life, so a transition
+    /// rewrites the slot in place, and a growing store reallocates one
+    /// flat vector rather than rehashing every job.
+    slots: Vec<Place>,
+    /// How many slots have an owner.
+    live: usize,
     /// Slots freed by `prune`, reused before the vector grows.
     free_slots: Vec<usize>,
     ready: BTreeSet<ReadyKey>,
@@ -109,7 +123,7 @@ impl State {
         let seed = Uuid::new_v4().as_u64_pair();
         Self {
             slots: Vec::new(),
-            slot_of: IdMap::default(),
+            live: 0,
             free_slots: Vec::new(),
             ready: BTreeSet::new(),
             delayed: BTreeSet::new(),
@@ -121,29 +135,56 @@ impl State {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.slot_of.len()
+        self.live
     }
 
     pub(crate) fn jobs(&self) -> impl Iterator<Item = &AnyJob> {
-        self.slots.iter().flatten()
+        self.slots.iter().filter_map(|place| place.job.as_ref())
     }
 
-    /// A version 4 UUID not used by any stored job.
-    pub(crate) fn fresh_id(&mut self) -> JobId {
-        loop {
-            let high = self.next_random();
-            let low = self.next_random();
-            let mut bytes = [0u8; 16];
-            bytes[..8].copy_from_slice(&high.to_le_bytes());
-            bytes[8..].copy_from_slice(&low.to_le_bytes());
-            let id = JobId(Builder::from_random_bytes(bytes).into_uuid());
-            // A collision among 122 random bits is practically impossible,
-            // but the check is one lookup and turns "practically" into
-            // "never" within this store.
-            if !self.slot_of.contains_key(&id) {
-                return id;
-            }
+    /// Fails unless `count` more jobs can be reserved, so that a batch
+    /// checks before it writes anything.
+    pub(crate) fn check_room(&self, count: usize) -> Result<()> {
+        let unused = Self::MAX_SLOTS.saturating_sub(self.slots.len() as u64);
+        if count as u64 > unused.saturating_add(self.free_slots.len() as u64) {
+            return Err(Self::full());
         }
+        Ok(())
+    }
+
+    /// The most slots an id can name (32 bits of it).
+    const MAX_SLOTS: u64 = 1 << 32;
+
+    fn full() -> Error {
+        Error::storage(format!(
+            "memory store is full: it holds {} jobs, the most its ids can name",
+            Self::MAX_SLOTS
+        ))
+    }
+
+    /// A fresh version 4 UUID and the slot it names, which the new job
+    /// will occupy. The caller must fill it with [`State::insert_new`]
+    /// before the lock is released.
+    ///
+    /// No stored job can have the id: a stored job's id names its own
+    /// slot, and this slot is free.
+    pub(crate) fn reserve(&mut self) -> Result<(JobId, Slot)> {
+        let index = self.free_slots.pop().unwrap_or_else(|| {
+            self.slots.push(Place::default());
+            self.slots.len() - 1
+        });
+        let Ok(encoded) = u32::try_from(index) else {
+            self.slots.pop();
+            return Err(Self::full());
+        };
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.next_random().to_le_bytes());
+        bytes[8..].copy_from_slice(&self.next_random().to_le_bytes());
+        bytes[Slot::BYTES].copy_from_slice(&encoded.to_be_bytes());
+        let id = JobId(Builder::from_random_bytes(bytes).into_uuid());
+        self.slots[index].owner = Some(id);
+        self.live += 1;
+        Ok((id, Slot(index)))
     }
 
     fn next_random(&mut self) -> u64 {
@@ -154,31 +195,27 @@ impl State {
         x ^ (x >> 31)
     }
 
-    pub(crate) fn get(&self, id: JobId) -> Option<&AnyJob> {
-        self.slots[*self.slot_of.get(&id)?].as_ref()
+    /// The slot of the stored job `id`, if there is one.
+    fn slot(&self, id: JobId) -> Option<Slot> {
+        let slot = Slot::named_by(id);
+        (self.slots.get(slot.0)?.owner == Some(id)).then_some(slot)
     }
 
-    /// Stores `job` in its slot, giving a new job a slot first.
-    fn store(&mut self, job: AnyJob) {
-        if let Some(&slot) = self.slot_of.get(&job.id()) {
-            self.slots[slot] = Some(job);
-            return;
-        }
-        let id = job.id();
-        let slot = if let Some(slot) = self.free_slots.pop() {
-            self.slots[slot] = Some(job);
-            slot
-        } else {
-            self.slots.push(Some(job));
-            self.slots.len() - 1
-        };
-        self.slot_of.insert(id, slot);
+    pub(crate) fn get(&self, id: JobId) -> Option<&AnyJob> {
+        self.slots[self.slot(id)?.0].job.as_ref()
+    }
+
+    /// Stores `job` in its slot.
+    fn store(&mut self, slot: Slot, job: AnyJob) {
+        debug_assert_eq!(self.slot(job.id()), Some(slot), "a job goes back to its own slot");
+        self.slots[slot.0].job = Some(job);
     }
 
     /// Takes a job out of its slot, which stays reserved for it: the
-    /// caller stores what the job becomes.
-    fn take(&mut self, id: JobId) -> Option<AnyJob> {
-        self.slots[*self.slot_of.get(&id)?].take()
+    /// caller stores what the job becomes in the slot returned.
+    fn take(&mut self, id: JobId) -> Option<(Slot, AnyJob)> {
+        let slot = self.slot(id)?;
+        Some((slot, self.slots[slot.0].job.take()?))
     }
 
     pub(crate) fn id_for_key(&self, key: &IdempotencyKey) -> Option<JobId> {
@@ -189,9 +226,9 @@ impl State {
         self.by_execution_id.get(execution_id).copied()
     }
 
-    /// Stores a new pending job. The caller has checked that its id, key
-    /// and execution id are free.
-    pub(crate) fn insert_new(&mut self, job: Job<Pending>, now: DateTime<Utc>) {
+    /// Stores a new pending job in the slot reserved for its id. The
+    /// caller has checked that its key and execution id are free.
+    pub(crate) fn insert_new(&mut self, slot: Slot, job: Job<Pending>, now: DateTime<Utc>) {
         let data = job.data();
         if let Some(key) = &data.idempotency_key {
             self.by_idempotency_key.insert(key.clone(), data.id);
@@ -199,29 +236,29 @@ impl State {
         if let Some(execution_id) = &data.execution_id {
             self.by_execution_id.insert(execution_id.clone(), data.id);
         }
-        self.put_pending(job, now);
+        self.put_pending(slot, job, now);
     }
 
     /// Files a pending job under `ready` or `delayed` and stores it.
-    pub(crate) fn put_pending(&mut self, job: Job<Pending>, now: DateTime<Utc>) {
+    pub(crate) fn put_pending(&mut self, slot: Slot, job: Job<Pending>, now: DateTime<Utc>) {
         if job.is_ready(now) {
-            self.ready.insert(ReadyKey::of(&job));
+            self.ready.insert(ReadyKey::of(&job, slot));
         } else {
-            self.delayed.insert(DelayedKey::of(&job));
+            self.delayed.insert(DelayedKey::of(&job, slot));
         }
-        self.store(job.into_any());
+        self.store(slot, job.into_any());
     }
 
     /// Files an executing job under its lease and stores it.
-    pub(crate) fn put_executing(&mut self, job: Job<Executing>) {
+    pub(crate) fn put_executing(&mut self, slot: Slot, job: Job<Executing>) {
         self.leases.insert((job.state().lease_expires_at, job.id()));
-        self.store(job.into_any());
+        self.store(slot, job.into_any());
     }
 
     /// Stores a job in a terminal status (or any job whose indexes the
     /// caller has already settled).
-    pub(crate) fn put_unindexed(&mut self, job: AnyJob) {
-        self.store(job);
+    pub(crate) fn put_unindexed(&mut self, slot: Slot, job: AnyJob) {
+        self.store(slot, job);
     }
 
     /// Claims up to `limit` ready jobs in claim order for `worker_id`.
@@ -247,12 +284,17 @@ impl State {
             // Only a clock set backwards can leave a job in `ready` whose
             // time has not come; it waits in `delayed` again.
             if key.run_at > now {
-                let delayed =
-                    DelayedKey { run_at: key.run_at, id: key.id, priority: key.priority.0 };
+                let delayed = DelayedKey {
+                    run_at: key.run_at,
+                    id: key.id,
+                    priority: key.priority.0,
+                    slot: key.slot,
+                };
                 self.delayed.insert(delayed);
                 continue;
             }
-            let Some(AnyJob::Pending(job)) = self.take(key.id) else {
+            let slot = key.slot;
+            let Some(AnyJob::Pending(job)) = self.slots[slot.0].job.take() else {
                 return Err(Error::storage(format!(
                     "memory store index names job {} as ready, but it is not pending",
                     key.id
@@ -260,44 +302,53 @@ impl State {
             };
             let job = job.claim(worker_id.clone(), lease, now);
             claimed.push(job.clone());
-            self.put_executing(job);
+            self.put_executing(slot, job);
         }
         Ok(claimed)
     }
 
     /// Removes a pending job from whichever of `ready` and `delayed` holds
     /// it and hands it out; the caller stores what it becomes.
-    pub(crate) fn take_pending(&mut self, id: JobId) -> Option<Job<Pending>> {
+    pub(crate) fn take_pending(&mut self, id: JobId) -> Option<(Slot, Job<Pending>)> {
         if self.get(id)?.status() != Status::Pending {
             return None;
         }
-        let AnyJob::Pending(job) = self.take(id)? else { return None };
-        if !self.ready.remove(&ReadyKey::of(&job)) {
-            self.delayed.remove(&DelayedKey::of(&job));
+        let (slot, AnyJob::Pending(job)) = self.take(id)? else { return None };
+        if !self.ready.remove(&ReadyKey::of(&job, slot)) {
+            self.delayed.remove(&DelayedKey::of(&job, slot));
         }
-        Some(job)
+        Some((slot, job))
     }
 
     /// Hands out the executing job the caller holds (same attempt), taken
     /// out of the lease index; the caller stores what it becomes.
-    pub(crate) fn take_held(&mut self, held: &Job<Executing>) -> Result<Job<Executing>> {
+    pub(crate) fn take_held(&mut self, held: &Job<Executing>) -> Result<(Slot, Job<Executing>)> {
         let id = held.id();
-        self.check_held(held)?;
-        let Some(AnyJob::Executing(job)) = self.take(id) else {
+        let slot = self.held_slot(held)?;
+        let Some(AnyJob::Executing(job)) = self.slots[slot.0].job.take() else {
             return Err(Error::storage(format!("memory store lost job {id} under its lock")));
         };
         self.leases.remove(&(job.state().lease_expires_at, id));
-        Ok(job)
+        Ok((slot, job))
     }
 
     /// Checks that the job holding `held`'s attempt is current, without
     /// taking it.
     pub(crate) fn check_held(&self, held: &Job<Executing>) -> Result<&Job<Executing>> {
+        match &self.slots[self.held_slot(held)?.0].job {
+            Some(AnyJob::Executing(job)) => Ok(job),
+            _ => Err(Error::storage(format!("memory store lost job {} under its lock", held.id()))),
+        }
+    }
+
+    /// The slot of the job whose current attempt is `held`'s.
+    fn held_slot(&self, held: &Job<Executing>) -> Result<Slot> {
         let id = held.id();
-        match self.get(id) {
-            None => Err(Error::NotFound { id }),
-            Some(AnyJob::Executing(job)) if job.attempt() == held.attempt() => Ok(job),
+        let slot = self.slot(id).ok_or(Error::NotFound { id })?;
+        match &self.slots[slot.0].job {
+            Some(AnyJob::Executing(job)) if job.attempt() == held.attempt() => Ok(slot),
             Some(_) => Err(Error::LeaseLost { id, attempt: held.attempt() }),
+            None => Err(Error::storage(format!("memory store lost job {id} under its lock"))),
         }
     }
 
@@ -329,17 +380,19 @@ impl State {
         expired
     }
 
-    /// Takes a job out of the map, to be stored again by the caller.
-    /// Only for jobs whose index entries the caller handles itself.
-    pub(crate) fn remove_raw(&mut self, id: JobId) -> Option<AnyJob> {
+    /// Takes a job out of its slot, to be stored again there by the
+    /// caller. Only for jobs whose index entries the caller handles itself.
+    pub(crate) fn remove_raw(&mut self, id: JobId) -> Option<(Slot, AnyJob)> {
         self.take(id)
     }
 
     /// Deletes a terminal job and its unique-index entries.
     pub(crate) fn delete_terminal(&mut self, id: JobId) {
-        let Some(slot) = self.slot_of.remove(&id) else { return };
-        let Some(job) = self.slots[slot].take() else { return };
-        self.free_slots.push(slot);
+        let Some(slot) = self.slot(id) else { return };
+        let place = std::mem::take(&mut self.slots[slot.0]);
+        self.live -= 1;
+        self.free_slots.push(slot.0);
+        let Some(job) = place.job else { return };
         debug_assert!(job.status().is_terminal(), "only terminal jobs are deleted");
         let data = job.data();
         if let Some(key) = &data.idempotency_key {

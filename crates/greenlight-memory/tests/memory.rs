@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use greenlight_core::{
-    ClaimRequest, Clock, Error, LearnerId, ManualClock, NewJob, PayloadLimits, RetryPolicy, Store,
-    WorkerId,
+    ClaimRequest, Clock, Error, JobId, LearnerId, ManualClock, NewJob, PayloadLimits, PruneRequest,
+    RetryPolicy, Status, Store, WorkerId, uuid,
 };
 use greenlight_memory::MemoryStore;
 use serde_json::json;
@@ -132,4 +132,46 @@ async fn ids_are_unique_across_many_jobs() {
         enqueued.iter().map(greenlight_core::Enqueued::id).collect();
     assert_eq!(ids.len(), 5000);
     assert!(ids.iter().all(|id| id.as_uuid().get_version_num() == 4), "ids are version 4 UUIDs");
+}
+
+/// The same id with some of its random bits changed: it names the same
+/// slot of the store (the last four bytes are kept) but is another id.
+fn same_slot_other_id(id: JobId) -> JobId {
+    let mut bytes = *id.as_uuid().as_bytes();
+    bytes[0] ^= 0xff;
+    JobId(uuid::Uuid::from_bytes(bytes))
+}
+
+#[tokio::test]
+async fn only_a_jobs_own_id_finds_it() {
+    let store = MemoryStore::new();
+    let id = store.enqueue(new_job()).await.expect("enqueue").id();
+    let impostor = same_slot_other_id(id);
+
+    assert!(store.get(id).await.expect("get").is_some());
+    assert!(store.get(impostor).await.expect("get").is_none());
+    let error = store.cancel(impostor, "not mine").await.expect_err("no such job");
+    assert!(matches!(error, Error::NotFound { id } if id == impostor), "{error:?}");
+    // A job id never seen, whatever slot it names, is simply not found.
+    assert!(store.get(JobId::random()).await.expect("get").is_none());
+    assert_eq!(store.len().expect("len"), 1);
+}
+
+#[tokio::test]
+async fn a_pruned_jobs_id_stays_unknown_when_its_place_is_reused() {
+    let clock = ManualClock::starting_now();
+    let store = MemoryStore::builder().clock(clock.clone()).build();
+    let old = store.enqueue(new_job()).await.expect("enqueue").id();
+    store.cancel(old, "done with it").await.expect("cancel");
+    clock.advance(Duration::from_secs(60));
+    let request =
+        PruneRequest { status: Status::Failed, older_than: Duration::from_secs(1), batch_size: 10 };
+    assert_eq!(store.prune(&request).await.expect("prune"), 1);
+
+    // The next job takes the freed place, under a new id.
+    let new = store.enqueue(new_job()).await.expect("enqueue").id();
+    assert_ne!(new, old);
+    assert!(store.get(old).await.expect("get").is_none(), "the pruned id finds nothing");
+    assert_eq!(store.get(new).await.expect("get").map(|job| job.id()), Some(new));
+    assert_eq!(store.len().expect("len"), 1);
 }

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use greenlight_core::{
-    AnyJob, AtomId, Error, ExecutionId, IdempotencyKey, JobId, JobRecord, LearnerId, Result,
-    Status, WorkerId,
+    AnyJob, AtomId, Error, ExecutionId, IdempotencyKey, JobId, JobRecord, LearnerId, Payload,
+    Result, Status, WorkerId,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -61,8 +61,8 @@ impl JobRow {
                 .transpose()
                 .map_err(|error| text("execution_id", error))?,
             status: self.status.parse::<Status>().map_err(|error| broken("status", &error))?,
-            request_payload: self.request_payload,
-            result_payload: self.result_payload,
+            request_payload: self.request_payload.into(),
+            result_payload: self.result_payload.map(Payload::from),
             queued_at: self.queued_at,
             started_at: self.started_at,
             completed_at: self.completed_at,

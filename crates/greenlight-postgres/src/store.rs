@@ -672,7 +672,7 @@ impl Store for PgStore {
         // builder checked against its own), then lay the batch out in
         // columns. Ids are made here so each answer finds its row.
         for job in &jobs {
-            self.inner.limits.check_request(job.request_payload())?;
+            job.check_limits(&self.inner.limits)?;
         }
         let input = EnqueueInput::of(&jobs);
         let plain = jobs.iter().all(|job| {

@@ -204,7 +204,7 @@ fn compare(stored: &AnyJob, row: &Row) -> Result<(), String> {
     field!("lease_expires_at", record.lease_expires_at, row.lease_expires_at);
     field!("completed_at", record.completed_at, row.finished_at);
     field!("error_message", record.error_message, row.error);
-    field!("result_payload", record.result_payload, row.result);
+    field!("result_payload", record.result_payload.as_deref(), row.result.as_ref());
     field!(
         "execution_id",
         record.execution_id.as_ref().map(ExecutionId::as_str),
