@@ -32,12 +32,36 @@ pub(crate) type CompletionSender = mpsc::UnboundedSender<Completion>;
 pub(crate) async fn run(shared: Arc<Shared>, mut completions: mpsc::UnboundedReceiver<Completion>) {
     let mut batch = Vec::with_capacity(MAX_COMPLETIONS_PER_WRITE);
     while completions.recv_many(&mut batch, MAX_COMPLETIONS_PER_WRITE).await > 0 {
+        gather(&mut completions, &mut batch).await;
         let (items, replies): (Vec<_>, Vec<_>) =
             batch.drain(..).map(|c| ((c.job, c.result), c.reply)).unzip();
         let answers = write(&shared, items).await;
         for (reply, answer) in replies.into_iter().zip(answers) {
             // A job task that stopped waiting (it was aborted) needs no answer.
             let _ = reply.send(answer);
+        }
+    }
+}
+
+/// Lets the rest of a burst of completions join the batch before it is
+/// written. A claimed batch's jobs tend to finish together, and their
+/// completions reach the channel over a few scheduler turns: written as
+/// they trickle in, a burst of five hundred became a one-job write and a
+/// few partial ones, each a statement and a commit. Each yield gives the
+/// job tasks a turn; the first turn that adds nothing ends the wait, so a
+/// lone completion on an idle worker is written after one yield.
+async fn gather(completions: &mut mpsc::UnboundedReceiver<Completion>, batch: &mut Vec<Completion>) {
+    while batch.len() < MAX_COMPLETIONS_PER_WRITE {
+        tokio::task::yield_now().await;
+        let before = batch.len();
+        while batch.len() < MAX_COMPLETIONS_PER_WRITE {
+            match completions.try_recv() {
+                Ok(completion) => batch.push(completion),
+                Err(_) => break,
+            }
+        }
+        if batch.len() == before {
+            return;
         }
     }
 }
