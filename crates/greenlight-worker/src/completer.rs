@@ -50,7 +50,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut completions: mpsc::UnboundedRec
 /// few partial ones, each a statement and a commit. Each yield gives the
 /// job tasks a turn; the first turn that adds nothing ends the wait, so a
 /// lone completion on an idle worker is written after one yield.
-async fn gather(completions: &mut mpsc::UnboundedReceiver<Completion>, batch: &mut Vec<Completion>) {
+async fn gather(
+    completions: &mut mpsc::UnboundedReceiver<Completion>,
+    batch: &mut Vec<Completion>,
+) {
     while batch.len() < MAX_COMPLETIONS_PER_WRITE {
         tokio::task::yield_now().await;
         let before = batch.len();
