@@ -13,7 +13,8 @@
 //! 1. the raw SQL baseline (`raw`): hand-written statements on
 //!    tokio-postgres, the driver under diesel-async, prepared once per
 //!    connection: 100-row and single-row inserts, 100-row and single-row
-//!    claim-then-complete;
+//!    claim-then-complete, and claim-then-complete at the burn-down's
+//!    claim batch;
 //! 2. the queue's enqueues (`queue`): `enqueue` one at a time and
 //!    `enqueue_many` in batches of 100 and 1,000, from the same number of
 //!    clients;
@@ -239,7 +240,7 @@ async fn measure(options: &Options, url: &str) -> Result<Report> {
     let mut best: Option<(raw::RawFigures, queue::QueueFigures, Vec<Duration>, MemoryFigures)> =
         None;
     for _ in 0..scale.rounds {
-        let raw = raw::run(url, options.clients, scale).await?;
+        let raw = raw::run(url, options.clients, options.burn_down_batch, scale).await?;
         let queue = queue::run(url, options.clients, options.burn_down_batch, scale).await?;
         let latencies = queue::latency(url, scale).await?;
         // The memory phases run their own runtimes, which a thread of

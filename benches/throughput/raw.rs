@@ -72,6 +72,9 @@ pub(crate) struct RawFigures {
     pub(crate) insert_one: Rate,
     pub(crate) drain_batch: Rate,
     pub(crate) drain_one: Rate,
+    /// Claim and complete at the burn-down's own claim batch: what the
+    /// database does with the worker's statement sizes and no worker.
+    pub(crate) drain_at_burn_down_batch: Rate,
 }
 
 impl RawFigures {
@@ -82,11 +85,19 @@ impl RawFigures {
             insert_one: self.insert_one.best(other.insert_one),
             drain_batch: self.drain_batch.best(other.drain_batch),
             drain_one: self.drain_one.best(other.drain_one),
+            drain_at_burn_down_batch: self
+                .drain_at_burn_down_batch
+                .best(other.drain_at_burn_down_batch),
         }
     }
 }
 
-pub(crate) async fn run(url: &str, clients: usize, scale: Scale) -> Result<RawFigures> {
+pub(crate) async fn run(
+    url: &str,
+    clients: usize,
+    burn_down_batch: usize,
+    scale: Scale,
+) -> Result<RawFigures> {
     let (admin, _admin_task) = connect(url).await?;
 
     reset(&admin).await?;
@@ -100,8 +111,11 @@ pub(crate) async fn run(url: &str, clients: usize, scale: Scale) -> Result<RawFi
     reset(&admin).await?;
     preload(&admin, scale.single_drain_jobs).await?;
     let drain_one = drain(url, clients, 1, scale).await?;
+    reset(&admin).await?;
+    preload(&admin, scale.drain_jobs).await?;
+    let drain_at_burn_down_batch = drain(url, clients, burn_down_batch, scale).await?;
 
-    Ok(RawFigures { insert_batch, insert_one, drain_batch, drain_one })
+    Ok(RawFigures { insert_batch, insert_one, drain_batch, drain_one, drain_at_burn_down_batch })
 }
 
 /// Inserts `jobs` jobs, `per_statement` at a time, from `clients` tasks.
