@@ -19,7 +19,10 @@
 //! is lost, and when the worker shuts down past its grace period. It runs
 //! in a process group of its own, so a Ctrl-C at the terminal reaches the
 //! worker, which shuts down gracefully, and not the running programs,
-//! which get the grace period to finish.
+//! which get the grace period to finish. When the program ends, however it
+//! ends, whatever it left running in that group is killed too: its result
+//! is what it wrote before it exited (read for a further 250 ms at most),
+//! and a background process holding its output does not hold the job.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -121,43 +124,65 @@ impl Executor for ProcessExecutor {
             ExecuteError::permanent(format!("cannot encode the request: {error}"))
         })?;
         let tail = Arc::new(Mutex::new(Tail::default()));
+        let out = Mutex::new(Stdout::default());
+        let group = child.id();
 
         let run = async {
-            let (stdout, (), ()) = tokio::try_join!(
-                read_bounded(stdout),
-                watch_stderr(stderr, context, Arc::clone(&tail)),
-                async {
-                    feed(stdin, &payload).await;
-                    Ok(())
-                },
-            )?;
-            let status = child.wait().await.map_err(|error| {
-                ExecuteError::retryable(format!("cannot wait for the program: {error}"))
-            })?;
-            Ok::<_, ExecuteError>((status, stdout))
+            let streams = async {
+                tokio::try_join!(
+                    read_bounded(stdout, &out),
+                    watch_stderr(stderr, context, Arc::clone(&tail)),
+                    async {
+                        feed(stdin, &payload).await;
+                        Ok(())
+                    },
+                )
+            };
+            tokio::pin!(streams);
+            let wait_error =
+                |error| ExecuteError::retryable(format!("cannot wait for the program: {error}"));
+            tokio::select! {
+                // The usual end: the program closed its output and exits.
+                streams = &mut streams => {
+                    streams?;
+                    child.wait().await.map_err(wait_error)
+                }
+                // It exited first: the rest of its output is read for a
+                // moment, then whatever it left holding the pipes is
+                // killed rather than waited for.
+                status = child.wait() => {
+                    let status = status.map_err(wait_error)?;
+                    if let Ok(streams) = tokio::time::timeout(READ_AFTER_EXIT, &mut streams).await {
+                        streams?;
+                    } else {
+                        warn!(
+                            "the program exited but left a process holding its output; \
+                             that process is killed"
+                        );
+                    }
+                    Ok(status)
+                }
+            }
         };
 
         // Leaving this function drops the child, and kill_on_drop kills it:
         // that is how the timeout and a cancellation stop the program.
-        //
-        // FIXME: only the program itself is killed, and its outcome waits
-        // for stdout and stderr to close, so a background process it leaves
-        // holding them (`sleep 60 &`) delays the job until it exits or the
-        // timeout fires (the test `a_background_child_holding_stdout_delays_
-        // the_job_until_the_timeout` shows it). The fix: stop reading a short
-        // grace after the program exits, and kill its whole process group,
-        // which needs a signal call outside std (the `nix` crate, say).
+        // Whatever it started in its process group goes too, on every way
+        // out.
         let tail_text = || tail.lock().unwrap_or_else(PoisonError::into_inner).text();
-        let (status, stdout) = tokio::select! {
-            outcome = run => outcome?,
+        let outcome = tokio::select! {
+            outcome = run => outcome,
             () = context.cancelled() => {
-                return Err(ExecuteError::retryable("killed: the lease was lost or the worker is stopping"));
+                Err(ExecuteError::retryable("killed: the lease was lost or the worker is stopping"))
             }
             () = tokio::time::sleep(self.timeout) => {
                 let what = format!("killed after the timeout of {}", Human(self.timeout));
-                return Err(ExecuteError::retryable(with_stderr(&what, &tail_text())));
+                Err(ExecuteError::retryable(with_stderr(&what, &tail_text())))
             }
         };
+        kill_group(group);
+        let status = outcome?;
+        let stdout = out.into_inner().unwrap_or_else(PoisonError::into_inner);
         interpret(status, &stdout, &tail_text())
     }
 }
@@ -226,10 +251,14 @@ struct Stdout {
     overflowed: bool,
 }
 
-/// Reads stdout to its end, keeping at most [`MAX_STDOUT_BYTES`]. The rest
-/// is read and dropped, so the program never blocks on a full pipe.
-async fn read_bounded(mut stream: impl AsyncRead + Unpin) -> Result<Stdout, ExecuteError> {
-    let mut out = Stdout::default();
+/// Reads stdout to its end into `out`, keeping at most
+/// [`MAX_STDOUT_BYTES`]. The rest is read and dropped, so the program never
+/// blocks on a full pipe. What was read stays in `out` if the reading is
+/// stopped before the end.
+async fn read_bounded(
+    mut stream: impl AsyncRead + Unpin,
+    out: &Mutex<Stdout>,
+) -> Result<(), ExecuteError> {
     let mut chunk = [0u8; 8192];
     loop {
         let read = stream
@@ -237,13 +266,38 @@ async fn read_bounded(mut stream: impl AsyncRead + Unpin) -> Result<Stdout, Exec
             .await
             .map_err(|error| ExecuteError::retryable(format!("cannot read stdout: {error}")))?;
         if read == 0 {
-            return Ok(out);
+            return Ok(());
         }
+        let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
         let room = MAX_STDOUT_BYTES - out.bytes.len();
         out.bytes.extend_from_slice(&chunk[..read.min(room)]);
         out.overflowed |= read > room;
     }
 }
+
+/// How long the program's output is still read after the program itself
+/// has exited: what it wrote is already in the pipes, so this only bounds
+/// the wait for a process it left behind holding them.
+const READ_AFTER_EXIT: Duration = Duration::from_millis(250);
+
+/// Kills what is left of the program's process group (it runs in one of
+/// its own, whose id is its pid): the background processes it started.
+/// Nothing to do, and no error, when the group is already empty.
+#[cfg(unix)]
+fn kill_group(pid: Option<u32>) {
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::Pid;
+
+    let Some(pid) = pid.and_then(|pid| i32::try_from(pid).ok()) else { return };
+    match killpg(Pid::from_raw(pid), Signal::SIGKILL) {
+        Ok(()) => debug!(group = pid, "killed what the program left running"),
+        Err(nix::errno::Errno::ESRCH) => {}
+        Err(error) => warn!(%error, group = pid, "cannot kill the program's process group"),
+    }
+}
+
+#[cfg(not(unix))]
+fn kill_group(_pid: Option<u32>) {}
 
 /// Reads stderr line by line while the program runs: records execution
 /// ids as they appear and keeps the tail for failure messages. Fails only

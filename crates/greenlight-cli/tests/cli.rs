@@ -168,23 +168,28 @@ async fn sigterm_past_the_grace_gives_the_running_job_back_without_spending_a_re
     assert_eq!(job["attempt"], 1);
 }
 
-/// Today's behaviour, marked FIXME in `process.rs`: a program that exits 0
-/// but leaves a background process holding its stdout is not done until
-/// that process ends or the timeout fires.
+/// A program that exits 0 but leaves a background process holding its
+/// stdout completes with what it printed, and the background process is
+/// killed with its process group rather than waited for.
 #[tokio::test]
-async fn a_background_child_holding_stdout_delays_the_job_until_the_timeout() {
+async fn a_background_child_holding_stdout_is_killed_and_the_job_completes() {
     let db = TestDb::new().await;
     let url = db.url();
     let id = enqueue(url, &["--max-retries", "0"]);
+    let marks = tempfile::tempdir().expect("a temporary directory");
+    let mark = marks.path().join("survived");
 
-    run_ok(
-        url,
-        &["work", "--drain", "--timeout", "500ms", "--", "sh", "-c", "sleep 3 & echo '{}'"],
-    );
+    // Were the job to wait for the background process, it would run into
+    // the 20 s timeout and fail; were that process left alive, it would
+    // leave its mark a second later.
+    let script = format!("(sleep 1; touch '{}') & echo '{{\"ok\": true}}'", mark.display());
+    run_ok(url, &["work", "--drain", "--timeout", "20s", "--", "sh", "-c", &script]);
     let job = show(url, &id);
-    assert_eq!(job["status"], "failed");
-    let error = job["error_message"].as_str().expect("an error message");
-    assert!(error.contains("timeout"), "{error}");
+    assert_eq!(job["status"], "complete", "{job}");
+    assert_eq!(job["result_payload"], serde_json::json!({"ok": true}), "{job}");
+
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(!mark.exists(), "the background process outlived the job");
 }
 
 #[tokio::test]
