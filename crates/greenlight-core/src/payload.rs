@@ -226,3 +226,35 @@ pub fn sanitize_error(message: &str) -> String {
     let text: String = message.chars().filter(|&c| c != '\0').take(MAX_ERROR_CHARS).collect();
     if text.trim().is_empty() { "unknown error".to_owned() } else { text }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_payload_reads_compares_and_serialises_as_its_value() {
+        let value = json!({"code": "print(1)", "tests": [1, 2]});
+        let payload = Payload::from(value.clone());
+        let copy = payload.clone();
+
+        assert!(Arc::ptr_eq(&payload.0, &copy.0), "a copy shares the document");
+        assert_eq!(payload, value);
+        assert_eq!(value, payload);
+        assert_eq!(payload.as_value(), &value);
+        assert_eq!(AsRef::<Value>::as_ref(&payload), &value);
+        assert_eq!(payload["tests"][1], 2);
+        assert_eq!(format!("{payload:?}"), format!("{value:?}"));
+        assert_eq!(payload.to_string(), value.to_string());
+
+        let text = serde_json::to_string(&payload).expect("serialise");
+        assert_eq!(text, serde_json::to_string(&value).expect("serialise"));
+        let back: Payload = serde_json::from_str(&text).expect("deserialise");
+        assert_eq!(back, payload);
+
+        // Taking the value out copies only while another job shares it.
+        assert_eq!(Value::from(copy), value);
+        assert_eq!(payload.into_value(), value);
+    }
+}
