@@ -103,9 +103,8 @@ pub(crate) struct State {
     /// rewrites the slot in place, and a growing store reallocates one
     /// flat vector rather than rehashing every job.
     slots: Vec<Place>,
-    /// How many slots have an owner.
-    live: usize,
-    /// Slots freed by `prune`, reused before the vector grows.
+    /// Slots freed by `prune`, reused before the vector grows. Every other
+    /// slot has an owner.
     free_slots: Vec<usize>,
     ready: BTreeSet<ReadyKey>,
     delayed: BTreeSet<DelayedKey>,
@@ -123,7 +122,6 @@ impl State {
         let seed = Uuid::new_v4().as_u64_pair();
         Self {
             slots: Vec::new(),
-            live: 0,
             free_slots: Vec::new(),
             ready: BTreeSet::new(),
             delayed: BTreeSet::new(),
@@ -135,7 +133,7 @@ impl State {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.live
+        self.slots.len() - self.free_slots.len()
     }
 
     pub(crate) fn jobs(&self) -> impl Iterator<Item = &AnyJob> {
@@ -183,7 +181,6 @@ impl State {
         bytes[Slot::BYTES].copy_from_slice(&encoded.to_be_bytes());
         let id = JobId(Builder::from_random_bytes(bytes).into_uuid());
         self.slots[index].owner = Some(id);
-        self.live += 1;
         Ok((id, Slot(index)))
     }
 
@@ -390,7 +387,6 @@ impl State {
     pub(crate) fn delete_terminal(&mut self, id: JobId) {
         let Some(slot) = self.slot(id) else { return };
         let place = std::mem::take(&mut self.slots[slot.0]);
-        self.live -= 1;
         self.free_slots.push(slot.0);
         let Some(job) = place.job else { return };
         debug_assert!(job.status().is_terminal(), "only terminal jobs are deleted");
