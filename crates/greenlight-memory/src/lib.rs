@@ -292,10 +292,7 @@ impl Store for MemoryStore {
                 return Err(duplicate(execution_id));
             }
 
-            let (id, slot) = state.reserve()?;
-            let pending = job.into_pending(id, now);
-            state.insert_new(slot, pending.clone(), now);
-            Enqueued::Created(pending)
+            Enqueued::Created(state.insert_new(job, now)?)
         };
         self.wake();
         Ok(enqueued)
@@ -349,12 +346,7 @@ impl Store for MemoryStore {
                         Enqueued::Existing(existing.clone())
                     }
                     Plan::SameAs(first) => Enqueued::Existing(enqueued[first].clone().into_any()),
-                    Plan::Create => {
-                        let (id, slot) = state.reserve()?;
-                        let pending = job.into_pending(id, now);
-                        state.insert_new(slot, pending.clone(), now);
-                        Enqueued::Created(pending)
-                    }
+                    Plan::Create => Enqueued::Created(state.insert_new(job, now)?),
                 };
                 enqueued.push(answer);
             }

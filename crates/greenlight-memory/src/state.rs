@@ -14,8 +14,8 @@ use std::time::Duration;
 use greenlight_core::chrono::{DateTime, Utc};
 use greenlight_core::uuid::{Builder, Uuid};
 use greenlight_core::{
-    AnyJob, Error, Executing, ExecutionId, IdempotencyKey, Job, JobId, Pending, Result, Status,
-    WorkerId,
+    AnyJob, Error, Executing, ExecutionId, IdempotencyKey, Job, JobId, NewJob, Pending, Result,
+    Status, WorkerId,
 };
 
 /// Where a ready job sits in the claim order: highest priority first, then
@@ -161,12 +161,11 @@ impl State {
     }
 
     /// A fresh version 4 UUID and the slot it names, which the new job
-    /// will occupy. The caller must fill it with [`State::insert_new`]
-    /// before the lock is released.
+    /// occupies: [`State::insert_new`] fills it at once.
     ///
     /// No stored job can have the id: a stored job's id names its own
     /// slot, and this slot is free.
-    pub(crate) fn reserve(&mut self) -> Result<(JobId, Slot)> {
+    fn reserve(&mut self) -> Result<(JobId, Slot)> {
         let index = self.free_slots.pop().unwrap_or_else(|| {
             self.slots.push(Place::default());
             self.slots.len() - 1
@@ -223,17 +222,21 @@ impl State {
         self.by_execution_id.get(execution_id).copied()
     }
 
-    /// Stores a new pending job in the slot reserved for its id. The
-    /// caller has checked that its key and execution id are free.
-    pub(crate) fn insert_new(&mut self, slot: Slot, job: Job<Pending>, now: DateTime<Utc>) {
-        let data = job.data();
+    /// Stores `job` as a new pending job under a fresh id, enqueued at
+    /// `now`, and returns it. The caller has checked that its key and
+    /// execution id are free.
+    pub(crate) fn insert_new(&mut self, job: NewJob, now: DateTime<Utc>) -> Result<Job<Pending>> {
+        let (id, slot) = self.reserve()?;
+        let pending = job.into_pending(id, now);
+        let data = pending.data();
         if let Some(key) = &data.idempotency_key {
-            self.by_idempotency_key.insert(key.clone(), data.id);
+            self.by_idempotency_key.insert(key.clone(), id);
         }
         if let Some(execution_id) = &data.execution_id {
-            self.by_execution_id.insert(execution_id.clone(), data.id);
+            self.by_execution_id.insert(execution_id.clone(), id);
         }
-        self.put_pending(slot, job, now);
+        self.put_pending(slot, pending.clone(), now);
+        Ok(pending)
     }
 
     /// Files a pending job under `ready` or `delayed` and stores it.
