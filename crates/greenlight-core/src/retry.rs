@@ -165,7 +165,10 @@ impl RetryPolicy {
     pub fn delay(&self, failure: u32, jitter: Jitter) -> Duration {
         let before = self.delay_before_jitter(failure);
         let kept = 1.0 - self.jitter * jitter.value();
-        let micros = (before.as_micros() as f64 * kept).floor() as u64;
+        // From nanoseconds, so that the one rounding is the final floor: the
+        // delay's microseconds first rounded down and then shortened could
+        // land a microsecond below the documented band.
+        let micros = (before.as_nanos() as f64 * kept / 1_000.0).floor() as u64;
         Duration::from_micros(micros).min(self.cap)
     }
 }
