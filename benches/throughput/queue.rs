@@ -111,12 +111,14 @@ async fn enqueue(
                 if count == 0 {
                     return Ok(done);
                 }
-                // A learner per job, as in the baseline; building the job
-                // is part of what a caller pays.
+                // A learner and a request of its own per job, as in the
+                // baseline; building the job is part of what a caller pays.
+                // (Cloning the template's `Payload` would share one
+                // document among all jobs, which no real caller gets.)
                 let mut batch: Vec<NewJob> = (0..count)
                     .map(|_| {
-                        NewJob::builder(LearnerId::random(), template.request_payload().clone())
-                            .build()
+                        let request = template.request_payload().as_value().clone();
+                        NewJob::builder(LearnerId::random(), request).build()
                     })
                     .collect::<Result<_, _>>()?;
                 if per_call == 1 {
