@@ -16,9 +16,11 @@ use crate::{Budget, Rate, Result, Scale, connect, reset, timed};
 /// The subcommand under which this binary runs the burn-down's worker.
 pub(crate) const BURN_DOWN_CHILD: &str = "burn-down-child";
 
-/// Slots per claimed job in the burn-down: room for two claims' worth of
-/// jobs, so that one batch can be claimed while the last is completed.
-const SLOTS_PER_BATCH: usize = 2;
+/// Slots per claimed job in the burn-down: room for three claims' worth of
+/// jobs, so that two full batches can be claimed (one per connection)
+/// while the last is completed. Two per batch left the second claim only
+/// half a batch, and more claims per job.
+const SLOTS_PER_BATCH: usize = 3;
 
 /// The queue's figures.
 #[derive(Debug, Clone, Copy)]
@@ -168,12 +170,15 @@ pub(crate) fn burn_down_child(args: Vec<String>) -> Result<()> {
 
     let runtime = tokio::runtime::Runtime::new()?;
     let (jobs, elapsed) = runtime.block_on(async {
-        // The claim loop and the completer each hold a connection, the
-        // maintenance task and the drain check share another.
-        let store = Arc::new(store(&url, clients + 1).await?);
+        // As many connections as the baseline's clients, shared by the
+        // claims (one in flight per connection), the completer, the
+        // maintenance task and the drain check: the worker never has more
+        // statements running at once than the baseline has.
+        let store = Arc::new(store(&url, clients).await?);
         let worker = Worker::builder(store, NoOp)
             .concurrency(batch * SLOTS_PER_BATCH)
             .batch_size(batch)
+            .claims_in_flight(clients.min(greenlight::worker::MAX_CLAIMS_IN_FLIGHT))
             .retention(Retention::keep_everything())
             .drain(true)
             .build()?;

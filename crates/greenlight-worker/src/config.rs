@@ -39,6 +39,11 @@ impl Retention {
     }
 }
 
+/// The most claims [`WorkerConfig::claims_in_flight`] allows: each holds a
+/// database connection while it runs, and more than a few only queue up
+/// for the pool.
+pub const MAX_CLAIMS_IN_FLIGHT: usize = 16;
+
 /// A worker's settings; every field has a documented default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerConfig {
@@ -54,6 +59,15 @@ pub struct WorkerConfig {
     /// busy worker claims in batches rather than a slot at a time.
     /// Default: 8 (the concurrency).
     pub batch_size: usize,
+    /// The most claims in flight at once. While every claim comes back
+    /// full (a backlog) and at least half a batch of slots is free beyond
+    /// those already being claimed into, the worker starts another claim
+    /// without waiting for the first to answer, so that claims keep more
+    /// than one database connection busy, each connection taking claims
+    /// and completions in turn. An idle worker claims one at a time
+    /// whatever this says. With the default concurrency and batch size
+    /// the slots never allow a second claim. Default: 2.
+    pub claims_in_flight: usize,
     /// How long a claim holds a job without a heartbeat. Heartbeats come
     /// every third of it. Default: 30 s: long enough to ride out a slow
     /// heartbeat, short enough that a crashed worker's jobs restart soon.
@@ -86,6 +100,7 @@ impl Default for WorkerConfig {
             worker_id: WorkerId::generate(),
             concurrency: 8,
             batch_size: 8,
+            claims_in_flight: 2,
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
@@ -106,6 +121,12 @@ impl WorkerConfig {
         }
         if self.batch_size == 0 || self.batch_size > MAX_BATCH {
             return Err(Error::invalid("batch_size", format!("must be from 1 to {MAX_BATCH}")));
+        }
+        if self.claims_in_flight == 0 || self.claims_in_flight > MAX_CLAIMS_IN_FLIGHT {
+            return Err(Error::invalid(
+                "claims_in_flight",
+                format!("must be from 1 to {MAX_CLAIMS_IN_FLIGHT}"),
+            ));
         }
         if self.lease < Duration::from_millis(30) {
             return Err(Error::invalid("lease", "must be at least 30 ms"));

@@ -2,7 +2,9 @@
 //! [`Store`](greenlight_core::Store), runs them with an [`Executor`], and
 //! writes their outcomes.
 //!
-//! A worker claims as many jobs as it has free slots, wakes on the store's
+//! A worker claims as many jobs as it has free slots (under a backlog,
+//! with more than one claim in flight, see
+//! [`WorkerConfig::claims_in_flight`]), wakes on the store's
 //! wake-ups (PostgreSQL NOTIFY) or its poll interval, heartbeats every third
 //! of the lease, turns an executor's panic into a retryable failure, runs
 //! the rescuer and the pruner on timers, backs off while the storage is
@@ -42,7 +44,7 @@ mod executor;
 mod metrics;
 mod worker;
 
-pub use config::{Retention, WorkerConfig};
+pub use config::{MAX_CLAIMS_IN_FLIGHT, Retention, WorkerConfig};
 pub use executor::{ExecuteError, Executor, FnExecutor, JobContext};
 pub use metrics::Metrics;
 pub use worker::{Worker, WorkerBuilder, WorkerHandle, shutdown_signal};

@@ -20,6 +20,7 @@ use greenlight_core::{
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
@@ -93,6 +94,12 @@ impl WorkerBuilder {
     /// See [`WorkerConfig::batch_size`].
     pub fn batch_size(mut self, batch_size: usize) -> Self {
         self.config.batch_size = batch_size;
+        self
+    }
+
+    /// See [`WorkerConfig::claims_in_flight`].
+    pub fn claims_in_flight(mut self, claims: usize) -> Self {
+        self.config.claims_in_flight = claims;
         self
     }
 
@@ -327,85 +334,191 @@ async fn run(shared: Arc<Shared>) -> Metrics {
     .await
 }
 
+/// What a claim brings back to the claim loop: the jobs, or why none came,
+/// with the slots it reserved before asking and how many it asked for.
+struct Claimed {
+    result: Result<Vec<Job<Executing>>, Error>,
+    slots: OwnedSemaphorePermit,
+    limit: usize,
+}
+
 /// Claims into free slots until shutdown begins (or, in drain mode, the
 /// queue is drained).
+///
+/// Each claim runs as a task of its own and reserves its slots before it
+/// asks, so the loop can start another while one is in flight: under a
+/// backlog (the last claim came back full) up to
+/// [`WorkerConfig::claims_in_flight`] run at once, each on a connection of
+/// its own. One claim at a time waits for the database in turn with the
+/// completer; two keep both connections busy, each taking claims and
+/// completions as they come.
 async fn claim_loop(shared: &Arc<Shared>, jobs: &mut JoinSet<()>, completions: &CompletionSender) {
     let config = &shared.config;
     let slots = Arc::new(Semaphore::new(config.concurrency));
+    let worthwhile = config.batch_size.min(config.concurrency).div_ceil(2);
     let mut wakeups = subscribe(shared).await;
     let mut backoff = Backoff::default();
+    let mut claims: JoinSet<Claimed> = JoinSet::new();
+    // Claim as soon as slots allow: at the start, after a full batch, on a
+    // wake-up or a poll. Not after a claim that found less than it asked
+    // for, until one of those comes.
+    let mut eager = true;
+    // The last claim to answer came back full: more may run at once.
+    let mut backlog = false;
+    let mut next_poll = Instant::now() + config.poll_interval;
+    // After a failed claim, none starts before this.
+    let mut not_before: Option<Instant> = None;
+    // While jobs run, how long to wait for a worthwhile batch of slots.
+    let mut gather_until: Option<Instant> = None;
 
     loop {
         if shared.stop_claiming.is_cancelled() {
-            return;
+            break;
         }
         while jobs.try_join_next().is_some() {}
 
-        // Wait for a free slot; finished job tasks free theirs.
-        if slots.available_permits() == 0 {
-            tokio::select! {
-                () = shared.stop_claiming.cancelled() => return,
-                _ = jobs.join_next() => continue,
+        let now = Instant::now();
+        let room = claims.len() < if backlog { config.claims_in_flight } else { 1 };
+        let free = slots.available_permits();
+        if eager && room && free > 0 && not_before.is_none_or(|at| at <= now) {
+            // Under load, let a worthwhile batch of slots come free first:
+            // a claim costs a round trip and a statement whatever its
+            // size. Slots come free in bursts (the completer writes a
+            // batch, and every job in it ends), so a short wait usually
+            // gathers a whole burst.
+            let gathered = gather_until.is_some_and(|at| at <= now);
+            if free >= worthwhile || jobs.is_empty() || gathered {
+                start_claim(shared, &slots, &mut claims, free.min(config.batch_size));
+                gather_until = None;
+                not_before = None;
+                continue;
             }
-        }
-        // Under load, let a worthwhile batch of slots come free first.
-        if !gather_slots(shared, &slots, jobs).await {
-            return;
-        }
-
-        let limit = slots.available_permits().min(config.batch_size);
-        let request =
-            ClaimRequest { worker_id: config.worker_id.clone(), limit, lease: config.lease };
-        let claimed = match shared.store.claim(&request).await {
-            Ok(claimed) => {
-                backoff.reset();
-                claimed
-            }
-            Err(error) => {
-                let delay = backoff.next_delay();
-                if error.is_retryable() {
-                    warn!(%error, ?delay, "claiming failed; backing off");
-                } else {
-                    error!(%error, ?delay, "claiming failed; backing off");
-                }
-                tokio::select! {
-                    () = shared.stop_claiming.cancelled() => return,
-                    () = tokio::time::sleep(delay) => continue,
-                }
-            }
-        };
-
-        let count = claimed.len();
-        Counters::add(&shared.counters.claimed, count as u64);
-        for job in claimed {
-            let permit = Arc::clone(&slots)
-                .try_acquire_owned()
-                .expect("the claim asked for no more jobs than there were free slots");
-            jobs.spawn(run_job(Arc::clone(shared), job, permit, completions.clone()));
-        }
-        if count == limit {
-            // A full batch: more work is likely waiting.
-            continue;
+            gather_until.get_or_insert(now + GATHER_SLOTS);
+        } else {
+            gather_until = None;
         }
 
-        if config.drain && jobs.is_empty() && is_drained(shared).await {
-            info!("queue drained");
-            return;
-        }
-
-        // Idle: wait for a wake-up, the poll interval, or shutdown. While
-        // draining, a job finishing is a reason to look again too.
         tokio::select! {
-            () = shared.stop_claiming.cancelled() => return,
-            woke = next_wakeup(&mut wakeups) => {
+            () = shared.stop_claiming.cancelled() => break,
+            Some(joined) = claims.join_next() => {
+                // Claim tasks catch their panics and are never aborted.
+                let Ok(Claimed { result, slots: reserved, limit }) = joined else { continue };
+                match result {
+                    Ok(claimed) => {
+                        backoff.reset();
+                        let count = claimed.len();
+                        start_jobs(shared, jobs, claimed, reserved, completions);
+                        if count == limit {
+                            // A full batch: more work is likely waiting.
+                            backlog = true;
+                            eager = true;
+                            continue;
+                        }
+                        backlog = false;
+                        eager = false;
+                        next_poll = Instant::now() + config.poll_interval;
+                        if config.drain
+                            && jobs.is_empty()
+                            && claims.is_empty()
+                            && is_drained(shared).await
+                        {
+                            info!("queue drained");
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        let delay = backoff.next_delay();
+                        if error.is_retryable() {
+                            warn!(%error, ?delay, "claiming failed; backing off");
+                        } else {
+                            error!(%error, ?delay, "claiming failed; backing off");
+                        }
+                        backlog = false;
+                        not_before = Some(Instant::now() + delay);
+                    }
+                }
+            }
+            // A job ended and freed its slot. While draining, that is a
+            // reason to look again too (a failed job may be back).
+            Some(_) = jobs.join_next(), if eager || config.drain => {
+                eager = true;
+            }
+            () = sleep_until(gather_until), if gather_until.is_some() => {}
+            () = sleep_until(not_before), if not_before.is_some() => {}
+            // Idle: a wake-up or the poll interval.
+            woke = next_wakeup(&mut wakeups), if !eager => {
                 if !woke {
                     warn!("the wake-up stream ended; polling only");
                     wakeups = None;
                 }
+                eager = true;
             }
-            () = tokio::time::sleep(config.poll_interval) => {}
-            Some(_) = jobs.join_next(), if config.drain && !jobs.is_empty() => {}
+            () = tokio::time::sleep_until(next_poll), if !eager => eager = true,
         }
+    }
+
+    // Claims already sent may have taken jobs: they run (and get the grace
+    // period) like any other, rather than wait out their leases.
+    while let Some(joined) = claims.join_next().await {
+        if let Ok(Claimed { result: Ok(claimed), slots: reserved, .. }) = joined {
+            start_jobs(shared, jobs, claimed, reserved, completions);
+        }
+    }
+}
+
+/// Reserves `limit` free slots and starts a claim for as many jobs.
+fn start_claim(
+    shared: &Arc<Shared>,
+    slots: &Arc<Semaphore>,
+    claims: &mut JoinSet<Claimed>,
+    limit: usize,
+) {
+    let config = &shared.config;
+    let reserved = u32::try_from(limit)
+        .ok()
+        .and_then(|count| Arc::clone(slots).try_acquire_many_owned(count).ok())
+        .expect("the claim asks for no more than the free slots, which fit a u32");
+    let request = ClaimRequest { worker_id: config.worker_id.clone(), limit, lease: config.lease };
+    let shared = Arc::clone(shared);
+    claims.spawn(
+        async move {
+            let result = AssertUnwindSafe(shared.store.claim(&request))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    Err(Error::storage(format!(
+                        "the claim panicked: {}",
+                        panic_message(panic.as_ref())
+                    )))
+                });
+            Claimed { result, slots: reserved, limit }
+        }
+        .in_current_span(),
+    );
+}
+
+/// Spawns a task for each claimed job, each holding one of the slots the
+/// claim reserved; the slots the claim found no job for come free.
+fn start_jobs(
+    shared: &Arc<Shared>,
+    jobs: &mut JoinSet<()>,
+    claimed: Vec<Job<Executing>>,
+    mut reserved: OwnedSemaphorePermit,
+    completions: &CompletionSender,
+) {
+    Counters::add(&shared.counters.claimed, claimed.len() as u64);
+    for job in claimed {
+        let slot =
+            reserved.split(1).expect("the store returned no more jobs than the claim asked for");
+        jobs.spawn(run_job(Arc::clone(shared), job, slot, completions.clone()));
+    }
+}
+
+/// Sleeps until `at`; never wakes when there is no time to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -414,32 +527,6 @@ async fn claim_loop(shared: &Arc<Shared>, jobs: &mut JoinSet<()>, completions: &
 /// written and its jobs' slots freed together, short enough that a slot
 /// left by a long-running job's neighbour idles only briefly.
 const GATHER_SLOTS: Duration = Duration::from_millis(5);
-
-/// Waits, while jobs are running, until half a batch of slots is free or
-/// [`GATHER_SLOTS`] has passed; `false` when shutdown begins meanwhile.
-///
-/// A claim costs a round trip and a statement whatever its size, so
-/// topping up one or two slots at a time while hundreds of jobs finish
-/// spends the database's time on claims rather than on jobs. Slots are
-/// freed in bursts (the completer writes a batch, and every job in it
-/// ends), so a short wait usually gathers a whole burst.
-async fn gather_slots(shared: &Shared, slots: &Semaphore, jobs: &mut JoinSet<()>) -> bool {
-    let config = &shared.config;
-    let worthwhile = config.batch_size.min(config.concurrency).div_ceil(2);
-    if slots.available_permits() >= worthwhile || jobs.is_empty() {
-        return true;
-    }
-    let deadline = tokio::time::sleep(GATHER_SLOTS);
-    tokio::pin!(deadline);
-    while slots.available_permits() < worthwhile && !jobs.is_empty() {
-        tokio::select! {
-            () = shared.stop_claiming.cancelled() => return false,
-            _ = jobs.join_next() => {}
-            () = &mut deadline => break,
-        }
-    }
-    true
-}
 
 async fn subscribe(shared: &Shared) -> Option<Wakeups> {
     match shared.store.wakeups().await {
@@ -541,7 +628,9 @@ async fn execute(shared: &Arc<Shared>, job: &Job<Executing>) -> (RunEnd, Job<Exe
         biased;
         outcome = &mut run => match outcome {
             Ok(result) => RunEnd::Finished(result),
-            Err(panic) => RunEnd::Panicked(panic_message(panic.as_ref())),
+            Err(panic) => {
+                RunEnd::Panicked(format!("executor panicked: {}", panic_message(panic.as_ref())))
+            }
         },
         () = heartbeat(shared, &held) => RunEnd::LeaseLost,
         limit = timeout => RunEnd::TimedOut(limit),
@@ -602,13 +691,13 @@ async fn heartbeat(shared: &Shared, held: &Mutex<Job<Executing>>) {
     }
 }
 
+/// The text a panic was raised with.
 fn panic_message(panic: &(dyn Any + Send)) -> String {
-    let text = panic
+    panic
         .downcast_ref::<&str>()
         .map(ToString::to_string)
         .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-text panic payload".to_owned());
-    format!("executor panicked: {text}")
+        .unwrap_or_else(|| "a non-text panic payload".to_owned())
 }
 
 /// Writes a job's outcome.

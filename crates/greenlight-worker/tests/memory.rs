@@ -2,11 +2,12 @@
 //! scenario in `common` plus the checks that need no store at all.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use greenlight_core::{Error, LearnerId, ManualClock, NewJob, RetryPolicy, Store};
 use greenlight_memory::MemoryStore;
-use greenlight_worker::{ExecuteError, FnExecutor, Worker};
+use greenlight_worker::{ExecuteError, FnExecutor, MAX_CLAIMS_IN_FLIGHT, Worker};
 use serde_json::json;
 
 mod common;
@@ -31,8 +32,59 @@ async fn bad_settings_are_refused() {
     let executor = || FnExecutor::new(|_, _| async { Ok::<_, ExecuteError>(json!({})) });
     let zero = Worker::builder(store.clone(), executor()).concurrency(0).build();
     assert!(matches!(zero, Err(Error::InvalidInput { field: "concurrency", .. })));
-    let tiny_lease = Worker::builder(store, executor()).lease(Duration::from_millis(1)).build();
+    let tiny_lease =
+        Worker::builder(store.clone(), executor()).lease(Duration::from_millis(1)).build();
     assert!(matches!(tiny_lease, Err(Error::InvalidInput { field: "lease", .. })));
+    for claims in [0, MAX_CLAIMS_IN_FLIGHT + 1] {
+        let refused = Worker::builder(store.clone(), executor()).claims_in_flight(claims).build();
+        assert!(matches!(refused, Err(Error::InvalidInput { field: "claims_in_flight", .. })));
+    }
+}
+
+/// Under a backlog, a worker with room for several batches keeps as many
+/// claims in flight as it is allowed, and no more; the slots its claims
+/// reserve and its running jobs never exceed its concurrency. Tokio's clock
+/// is paused, so the claims' delay is exact.
+#[tokio::test(start_paused = true)]
+async fn a_backlog_keeps_the_allowed_claims_in_flight_within_the_slots() {
+    for claims_in_flight in [1, 2] {
+        let memory = Arc::new(MemoryStore::new());
+        let store = Arc::new(FlakyStore::slow_claims(memory, Duration::from_millis(10)));
+        let jobs: Vec<NewJob> = (0..100)
+            .map(|_| NewJob::builder(LearnerId::random(), json!({})).build().expect("valid"))
+            .collect();
+        store.enqueue_many(jobs).await.expect("enqueue");
+
+        let running = Arc::new(AtomicUsize::new(0));
+        let most_running = Arc::new(AtomicUsize::new(0));
+        let executor = FnExecutor::new({
+            let (running, most_running) = (running.clone(), most_running.clone());
+            move |_, _| {
+                let (running, most_running) = (running.clone(), most_running.clone());
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most_running.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<_, ExecuteError>(json!({}))
+                }
+            }
+        });
+        let metrics = Worker::builder(store.clone(), executor)
+            .concurrency(30)
+            .batch_size(10)
+            .claims_in_flight(claims_in_flight)
+            .drain(true)
+            .build()
+            .expect("valid settings")
+            .run_until(std::future::pending())
+            .await;
+
+        assert_eq!(metrics.completed, 100, "claims in flight: {claims_in_flight}");
+        assert_eq!(store.most_claims_at_once(), claims_in_flight as u64);
+        assert!(most_running.load(Ordering::SeqCst) <= 30);
+        assert!(store.claim_limits().iter().all(|&limit| (1..=10).contains(&limit)));
+    }
 }
 
 /// A heartbeat that meets a storage fault is tried again at once, on what

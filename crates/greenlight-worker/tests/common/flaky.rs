@@ -22,6 +22,15 @@ pub struct FlakyStore {
     calls: AtomicU64,
     faults: AtomicU64,
     heartbeats: Mutex<Vec<tokio::time::Instant>>,
+    claims: ClaimGauge,
+}
+
+/// How many claims were in flight at once, at most, and what they asked.
+#[derive(Debug, Default)]
+struct ClaimGauge {
+    now: AtomicU64,
+    most: AtomicU64,
+    limits: Mutex<Vec<usize>>,
 }
 
 /// Which calls fail.
@@ -34,6 +43,9 @@ enum Rule {
     /// Only the first heartbeat, before it reaches the store, as a dead
     /// pooled connection would fail it.
     FirstHeartbeat,
+    /// Nothing fails; every claim takes this long (on tokio's clock) before
+    /// it reaches the store, so that claims can overlap.
+    SlowClaims(Duration),
 }
 
 enum Fault {
@@ -53,6 +65,21 @@ impl FlakyStore {
         Self::with_rule(inner, Rule::FirstHeartbeat)
     }
 
+    /// Nothing fails; every claim waits `delay` before it reaches the store.
+    pub fn slow_claims(inner: Arc<dyn Store>, delay: Duration) -> Self {
+        Self::with_rule(inner, Rule::SlowClaims(delay))
+    }
+
+    /// The most claims that were in flight at once.
+    pub fn most_claims_at_once(&self) -> u64 {
+        self.claims.most.load(Ordering::SeqCst)
+    }
+
+    /// The limit of every claim so far, in the order they came.
+    pub fn claim_limits(&self) -> Vec<usize> {
+        self.claims.limits.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     fn with_rule(inner: Arc<dyn Store>, rule: Rule) -> Self {
         Self {
             inner,
@@ -60,6 +87,7 @@ impl FlakyStore {
             calls: AtomicU64::new(0),
             faults: AtomicU64::new(0),
             heartbeats: Mutex::new(Vec::new()),
+            claims: ClaimGauge::default(),
         }
     }
 
@@ -111,10 +139,19 @@ impl Store for FlakyStore {
         // A claim whose answer is lost would strand its jobs until their
         // leases expire; that is the rescuer's business, tested elsewhere,
         // so claims only fail before reaching the store.
-        match self.next_fault() {
+        let gauge = &self.claims;
+        gauge.limits.lock().unwrap_or_else(PoisonError::into_inner).push(request.limit);
+        let now = gauge.now.fetch_add(1, Ordering::SeqCst) + 1;
+        gauge.most.fetch_max(now, Ordering::SeqCst);
+        if let Rule::SlowClaims(delay) = self.rule {
+            tokio::time::sleep(delay).await;
+        }
+        let claimed = match self.next_fault() {
             Fault::None => self.inner.claim(request).await,
             Fault::Before | Fault::After => Err(Error::unavailable("injected fault")),
-        }
+        };
+        gauge.now.fetch_sub(1, Ordering::SeqCst);
+        claimed
     }
 
     async fn heartbeat(&self, job: &Job<Executing>, lease: Duration) -> Result<Job<Executing>> {
