@@ -58,7 +58,38 @@ impl<Q, V, ST> Bound<Q, V, ST> {
     pub(crate) fn bind<ST2, V2>(self, value: V2) -> Bound<Self, V2, ST2> {
         Bound { query: self, value, sql_type: PhantomData }
     }
+
+    /// The statement with its rows typed as `Row` (a tuple of SQL types, in
+    /// the order of its `RETURNING` list), so that diesel reads them by
+    /// position into a `Queryable` type instead of by name.
+    pub(crate) fn rows<Row>(self) -> Typed<Self, Row> {
+        Typed { query: self, row: PhantomData }
+    }
 }
+
+/// A bound statement whose rows have the SQL types `Row`, in order.
+#[derive(Debug)]
+pub(crate) struct Typed<Q, Row> {
+    query: Q,
+    row: PhantomData<Row>,
+}
+
+impl<Q: QueryFragment<Pg>, Row> QueryFragment<Pg> for Typed<Q, Row> {
+    fn walk_ast<'b>(&'b self, out: AstPass<'_, 'b, Pg>) -> diesel::QueryResult<()> {
+        self.query.walk_ast(out)
+    }
+}
+
+impl<Q, Row> QueryId for Typed<Q, Row> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q, Row> Query for Typed<Q, Row> {
+    type SqlType = Row;
+}
+
+impl<Q, Row> diesel::query_dsl::RunQueryDslSupport for Typed<Q, Row> {}
 
 impl<Q, V, ST> QueryFragment<Pg> for Bound<Q, V, ST>
 where
@@ -196,6 +227,10 @@ SELECT * FROM greenlight_queue WHERE idempotency_key = ANY($1)",
 /// planner switched at about 800 rows to a hash join that reads the whole
 /// table (seen: a 2,000-row claim on 100,000 rows spent 76 ms instead of
 /// 53 ms), and a table that keeps its finished jobs only grows.
+///
+/// The columns come back in the order of `row::ClaimedRow`, which reads
+/// them by position; what the claimer knows already (status, holder) or
+/// a claimed row cannot have (result, completion time) stays behind.
 pub(crate) const CLAIM: Statement = Statement(
     "\
 WITH clock AS (SELECT COALESCE($1, now()) AS now),
@@ -214,7 +249,9 @@ SET status = 'executing',
     lease_expires_at = clock.now + $4
 FROM clock
 WHERE job.id = ANY(ARRAY(SELECT id FROM ready))
-RETURNING job.*",
+RETURNING job.id, job.atom_id, job.learner_id, job.execution_id, job.request_payload,
+    job.queued_at, job.started_at, job.error_message, job.retry_count, job.max_retries,
+    job.run_at, job.attempt, job.lease_expires_at, job.priority, job.idempotency_key",
 );
 
 /// Which of these ids name a stored job: explains a guarded write that

@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use crate::error::{Secrets, connection_lost, pool_error, query_error};
 use crate::privileges::{Missing, Role};
-use crate::row::JobRow;
+use crate::row::{ClaimedRow, ClaimedSqlType, JobRow};
 use crate::schema::greenlight_queue;
 use crate::{listen, sql};
 
@@ -786,14 +786,18 @@ impl Store for PgStore {
             .bind::<BigInt, _>(request.limit as i64)
             .bind::<Text, _>(request.worker_id.as_str())
             .bind::<Interval, _>(interval(request.lease))
-            .load::<JobRow>(&mut *conn)
+            .rows::<ClaimedSqlType>()
+            .load::<ClaimedRow>(&mut *conn)
             .await
             .map_err(|error| conn.error(error))?;
 
         // UPDATE ... RETURNING hands rows back in no particular order. Ids
         // are unique, so no two keys tie and an unstable sort (no scratch
         // buffer of whole jobs) gives the same order.
-        let mut jobs = rows.into_iter().map(narrow::<Executing>).collect::<Result<Vec<_>>>()?;
+        let mut jobs = rows
+            .into_iter()
+            .map(|row| row.into_job(&request.worker_id))
+            .collect::<Result<Vec<_>>>()?;
         jobs.sort_unstable_by_key(claim_order);
         Ok(jobs)
     }
