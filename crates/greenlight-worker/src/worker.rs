@@ -375,25 +375,38 @@ async fn claim_loop(shared: &Arc<Shared>, jobs: &mut JoinSet<()>, completions: &
         if shared.stop_claiming.is_cancelled() {
             break;
         }
-        while jobs.try_join_next().is_some() {}
+        let mut ended = false;
+        while jobs.try_join_next().is_some() {
+            ended = true;
+        }
+        // While draining, a job that ended is a reason to look again (a
+        // failed one may be back).
+        eager |= ended && config.drain;
 
         let now = Instant::now();
         let room = claims.len() < if backlog { config.claims_in_flight } else { 1 };
         let free = slots.available_permits();
-        if eager && room && free > 0 && not_before.is_none_or(|at| at <= now) {
+        // How many free slots to wait for before looking again, if any.
+        let mut awaited = None;
+        if eager && room && not_before.is_none_or(|at| at <= now) {
             // Under load, let a worthwhile batch of slots come free first:
             // a claim costs a round trip and a statement whatever its
             // size. Slots come free in bursts (the completer writes a
             // batch, and every job in it ends), so a short wait usually
             // gathers a whole burst.
             let gathered = gather_until.is_some_and(|at| at <= now);
-            if free >= worthwhile || jobs.is_empty() || gathered {
+            if free > 0 && (free >= worthwhile || jobs.is_empty() || gathered) {
                 start_claim(shared, &slots, &mut claims, free.min(config.batch_size));
                 gather_until = None;
                 not_before = None;
                 continue;
             }
-            gather_until.get_or_insert(now + GATHER_SLOTS);
+            if free == 0 {
+                awaited = Some(1);
+            } else {
+                gather_until.get_or_insert(now + GATHER_SLOTS);
+                awaited = Some(worthwhile);
+            }
         } else {
             gather_until = None;
         }
@@ -438,11 +451,10 @@ async fn claim_loop(shared: &Arc<Shared>, jobs: &mut JoinSet<()>, completions: &
                     }
                 }
             }
-            // A job ended and freed its slot. While draining, that is a
-            // reason to look again too (a failed job may be back).
-            Some(_) = jobs.join_next(), if eager || config.drain => {
-                eager = true;
-            }
+            // Enough slots are free. The loop is woken once for a burst
+            // of slots, not once for every job that ends.
+            () = slots_free(&slots, awaited.unwrap_or(0)), if awaited.is_some() => {}
+            Some(_) = jobs.join_next(), if !eager && config.drain => eager = true,
             () = sleep_until(gather_until), if gather_until.is_some() => {}
             () = sleep_until(not_before), if not_before.is_some() => {}
             // Idle: a wake-up or the poll interval.
@@ -512,6 +524,13 @@ fn start_jobs(
             reserved.split(1).expect("the store returned no more jobs than the claim asked for");
         jobs.spawn(run_job(Arc::clone(shared), job, slot, completions.clone()));
     }
+}
+
+/// Waits until at least `count` slots are free, taking none of them.
+async fn slots_free(slots: &Semaphore, count: usize) {
+    let count = u32::try_from(count).unwrap_or(u32::MAX);
+    // The worker never closes its semaphore, so the wait cannot fail.
+    drop(slots.acquire_many(count).await);
 }
 
 /// Sleeps until `at`; never wakes when there is no time to wait for.

@@ -121,3 +121,38 @@ async fn a_failed_heartbeat_is_retried_at_once() {
     let stored = store.get(id).await.expect("get").expect("the job");
     assert_eq!(stored.status(), greenlight_core::Status::Complete);
 }
+
+/// Draining ends once the last job is written, not a poll interval later:
+/// with claims that take a while, jobs end while claims that find nothing
+/// are in flight, and every job that ends must send the loop looking
+/// again. Tokio's clock is paused: an hour of polling would pass at once
+/// and show in the time taken.
+#[tokio::test(start_paused = true)]
+async fn draining_ends_with_the_last_job_not_at_the_next_poll() {
+    let memory = Arc::new(MemoryStore::new());
+    let store = Arc::new(FlakyStore::slow_claims(memory, Duration::from_millis(10)));
+    let jobs: Vec<NewJob> = (0..25)
+        .map(|_| NewJob::builder(LearnerId::random(), json!({})).build().expect("valid"))
+        .collect();
+    store.enqueue_many(jobs).await.expect("enqueue");
+    let executor = FnExecutor::new(|_, _| async {
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        Ok::<_, ExecuteError>(json!({}))
+    });
+
+    let started = tokio::time::Instant::now();
+    let metrics = Worker::builder(store.clone(), executor)
+        .concurrency(30)
+        .batch_size(10)
+        .poll_interval(Duration::from_secs(3600))
+        .rescue_interval(Duration::from_secs(3600))
+        .drain(true)
+        .build()
+        .expect("valid settings")
+        .run_until(std::future::pending())
+        .await;
+
+    assert_eq!(metrics.completed, 25);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(60), "draining took {took:?}");
+}
