@@ -1,30 +1,36 @@
 //! Batches completions into `complete_many` calls.
 //!
-//! Job tasks hand their results to one completer task and wait for the
-//! answer. The completer takes whatever has queued up while its previous
+//! Job tasks hand their results to one completer task, with their slots,
+//! and end. The completer takes whatever has queued up while its previous
 //! write was in flight and writes it in one call: under load, completions
 //! batch themselves; when idle, a lone completion is written at once. No
-//! timer holds a result back.
+//! timer holds a result back. Once a batch is written, the completer
+//! counts and logs each job's outcome in the job's span and frees its
+//! slot, so a slot is busy until its job's outcome is written, as when a
+//! job task writes a failure itself.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use greenlight_core::{Complete, Error, Executing, Job, Result};
+use greenlight_core::{Complete, Error, Executing, Failure, Job, Result};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
-use tracing::warn;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tracing::{Instrument, Span, error, info, warn};
 
 use crate::backoff::Backoff;
-use crate::worker::Shared;
+use crate::metrics::Counters;
+use crate::worker::{Shared, fail, lease_lost};
 
 /// The most completions one write carries.
 const MAX_COMPLETIONS_PER_WRITE: usize = 500;
 
-type Reply = oneshot::Sender<Result<Job<Complete>>>;
-
+/// A job's result, handed over by its task with the job's slot.
 pub(crate) struct Completion {
     pub(crate) job: Job<Executing>,
     pub(crate) result: Value,
-    pub(crate) reply: Reply,
+    pub(crate) slot: OwnedSemaphorePermit,
+    /// The job's span, so that what is logged of it names the job.
+    pub(crate) span: Span,
 }
 
 pub(crate) type CompletionSender = mpsc::UnboundedSender<Completion>;
@@ -33,13 +39,35 @@ pub(crate) async fn run(shared: Arc<Shared>, mut completions: mpsc::UnboundedRec
     let mut batch = Vec::with_capacity(MAX_COMPLETIONS_PER_WRITE);
     while completions.recv_many(&mut batch, MAX_COMPLETIONS_PER_WRITE).await > 0 {
         gather(&mut completions, &mut batch).await;
-        let (items, replies): (Vec<_>, Vec<_>) =
-            batch.drain(..).map(|c| ((c.job, c.result), c.reply)).unzip();
-        let answers = write(&shared, items).await;
-        for (reply, answer) in replies.into_iter().zip(answers) {
-            // A job task that stopped waiting (it was aborted) needs no answer.
-            let _ = reply.send(answer);
+        let (items, held): (Vec<_>, Vec<_>) =
+            batch.drain(..).map(|c| ((c.job, c.result), (c.slot, c.span))).unzip();
+        let answers = write(&shared, &items).await;
+        for (((job, _), (slot, span)), answer) in items.into_iter().zip(held).zip(answers) {
+            settled(&shared, job, answer).instrument(span).await;
+            drop(slot);
+            shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// Counts and logs what became of one completion. A result the store
+/// refused as invalid (too large, a NUL character) would be refused on
+/// every attempt: the job fails for good rather than expire and rerun.
+async fn settled(shared: &Shared, job: Job<Executing>, answer: Result<Job<Complete>>) {
+    match answer {
+        Ok(_) => {
+            Counters::add(&shared.counters.completed, 1);
+            info!("completed");
+        }
+        Err(Error::LeaseLost { .. }) => lease_lost(shared),
+        Err(Error::InvalidInput { reason, .. }) => {
+            let message = format!("the executor's result was refused: {reason}");
+            fail(shared, job, Failure::permanent(message)).await;
+        }
+        Err(error) => error!(
+            %error,
+            "cannot record the result; the lease will expire and the job will run again"
+        ),
     }
 }
 
@@ -71,11 +99,11 @@ async fn gather(
 
 /// Writes one batch, retrying while the storage is unavailable, until the
 /// worker's grace period is over. Returns one answer per item.
-async fn write(shared: &Shared, items: Vec<(Job<Executing>, Value)>) -> Vec<Result<Job<Complete>>> {
+async fn write(shared: &Shared, items: &[(Job<Executing>, Value)]) -> Vec<Result<Job<Complete>>> {
     let count = items.len();
     let mut backoff = Backoff::default();
     loop {
-        match shared.store.complete_many(items.clone()).await {
+        match shared.store.complete_many(items.to_vec()).await {
             Ok(answers) if answers.len() == count => return answers,
             Ok(answers) => {
                 let message = format!("complete_many answered {} of {count} jobs", answers.len());

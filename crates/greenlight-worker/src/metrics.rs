@@ -60,6 +60,6 @@ pub struct Metrics {
     pub rescued: u64,
     /// Old finished jobs this worker's pruner deleted.
     pub pruned: u64,
-    /// Jobs running now.
+    /// Jobs holding a slot now: running, or their outcome being written.
     pub in_flight: u64,
 }

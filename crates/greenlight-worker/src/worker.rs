@@ -18,7 +18,7 @@ use greenlight_core::{
     ClaimRequest, Error, Executing, FailOutcome, Failure, Job, PruneRequest, Status, Store,
     Wakeups, WorkerId,
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -35,7 +35,7 @@ pub(crate) struct Shared {
     pub(crate) store: Arc<dyn Store>,
     executor: Arc<dyn Executor>,
     config: WorkerConfig,
-    counters: Counters,
+    pub(crate) counters: Counters,
     /// Fired when shutdown begins: no more claims.
     stop_claiming: CancellationToken,
     /// Fired when the grace period is over: running jobs are cancelled and
@@ -321,11 +321,17 @@ async fn run(shared: Arc<Shared>) -> Metrics {
         }
         while jobs.join_next().await.is_some() {}
 
-        // Every job task has answered; closing the channel lets the
-        // completer finish, and stopping maintenance ends the rest.
+        // Every job task has ended. Closing the channel lets the completer
+        // write what they handed it, within what is left of the grace
+        // period; maintenance stopped with the claims.
         drop(completions);
+        loop {
+            tokio::select! {
+                joined = services.join_next() => if joined.is_none() { break },
+                () = &mut grace, if !shared.hard_stop.is_cancelled() => shared.hard_stop.cancel(),
+            }
+        }
         shared.hard_stop.cancel();
-        while services.join_next().await.is_some() {}
         let metrics = shared.counters.snapshot();
         info!(?metrics, "worker stopped");
         metrics
@@ -375,13 +381,7 @@ async fn claim_loop(shared: &Arc<Shared>, jobs: &mut JoinSet<()>, completions: &
         if shared.stop_claiming.is_cancelled() {
             break;
         }
-        let mut ended = false;
-        while jobs.try_join_next().is_some() {
-            ended = true;
-        }
-        // While draining, a job that ended is a reason to look again (a
-        // failed one may be back).
-        eager |= ended && config.drain;
+        while jobs.try_join_next().is_some() {}
 
         let now = Instant::now();
         let room = claims.len() < if backlog { config.claims_in_flight } else { 1 };
@@ -430,9 +430,11 @@ async fn claim_loop(shared: &Arc<Shared>, jobs: &mut JoinSet<()>, completions: &
                         backlog = false;
                         eager = false;
                         next_poll = Instant::now() + config.poll_interval;
+                        // Every slot free: no job is running, and no
+                        // outcome is still being written.
                         if config.drain
-                            && jobs.is_empty()
                             && claims.is_empty()
+                            && slots.available_permits() == config.concurrency
                             && is_drained(shared).await
                         {
                             info!("queue drained");
@@ -454,7 +456,11 @@ async fn claim_loop(shared: &Arc<Shared>, jobs: &mut JoinSet<()>, completions: &
             // Enough slots are free. The loop is woken once for a burst
             // of slots, not once for every job that ends.
             () = slots_free(&slots, awaited.unwrap_or(0)), if awaited.is_some() => {}
-            Some(_) = jobs.join_next(), if !eager && config.drain => eager = true,
+            // While draining, a job's outcome written is a reason to look
+            // again (a failed job may be back, or the queue be empty).
+            () = slots_free(&slots, free + 1), if !eager && config.drain && free < config.concurrency => {
+                eager = true;
+            }
             () = sleep_until(gather_until), if gather_until.is_some() => {}
             () = sleep_until(not_before), if not_before.is_some() => {}
             // Idle: a wake-up or the poll interval.
@@ -591,11 +597,13 @@ enum RunEnd {
 }
 
 /// Runs one job in its own task and span, holding a slot until its outcome
-/// is written.
+/// is written. A result is handed to the completer with the slot, and the
+/// task ends there: the completer frees the slot once the result is
+/// written.
 async fn run_job(
     shared: Arc<Shared>,
     job: Job<Executing>,
-    _slot: OwnedSemaphorePermit,
+    slot: OwnedSemaphorePermit,
     completions: CompletionSender,
 ) {
     let span = info_span!(
@@ -612,8 +620,11 @@ async fn run_job(
         // 2,640 bytes, copied on every spawn and too large for the
         // allocator's fast path; now it is under a third of that.
         let (end, latest) = Box::pin(execute(&shared, &job)).await;
-        Box::pin(settle(&shared, latest, end, &completions)).await;
-        shared.counters.in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        drop(job);
+        if let Some(slot) = Box::pin(settle(&shared, latest, end, slot, &completions)).await {
+            drop(slot);
+            shared.counters.in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
     .instrument(span)
     .await;
@@ -719,10 +730,29 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
         .unwrap_or_else(|| "a non-text panic payload".to_owned())
 }
 
-/// Writes a job's outcome.
-async fn settle(shared: &Shared, job: Job<Executing>, end: RunEnd, completions: &CompletionSender) {
+/// Writes a job's outcome, or hands a result to the completer with the
+/// job's slot. Returns the slot when the outcome was settled here.
+async fn settle(
+    shared: &Shared,
+    job: Job<Executing>,
+    end: RunEnd,
+    slot: OwnedSemaphorePermit,
+    completions: &CompletionSender,
+) -> Option<OwnedSemaphorePermit> {
     match end {
-        RunEnd::Finished(Ok(result)) => complete(shared, job, result, completions).await,
+        RunEnd::Finished(Ok(result)) => {
+            let completion = Completion { job, result, slot, span: tracing::Span::current() };
+            // The completer stops only after every job task has ended.
+            return match completions.send(completion) {
+                Ok(()) => None,
+                Err(unsent) => {
+                    error!(
+                        "the completer has stopped; the lease will expire and the job will run again"
+                    );
+                    Some(unsent.0.slot)
+                }
+            };
+        }
         RunEnd::Finished(Err(ExecuteError::Retryable(message))) | RunEnd::Panicked(message) => {
             fail(shared, job, Failure::retryable(message)).await;
         }
@@ -735,48 +765,15 @@ async fn settle(shared: &Shared, job: Job<Executing>, end: RunEnd, completions: 
         RunEnd::LeaseLost => lease_lost(shared),
         RunEnd::Shutdown => release(shared, job).await,
     }
+    Some(slot)
 }
 
-fn lease_lost(shared: &Shared) {
+pub(crate) fn lease_lost(shared: &Shared) {
     Counters::add(&shared.counters.lease_lost, 1);
     warn!("lease lost; the job was taken back and this outcome is dropped");
 }
 
-async fn complete(
-    shared: &Shared,
-    job: Job<Executing>,
-    result: serde_json::Value,
-    completions: &CompletionSender,
-) {
-    let (reply, answer) = oneshot::channel();
-    let completion = Completion { job: job.clone(), result, reply };
-    let outcome = match completions.send(completion) {
-        Ok(()) => answer
-            .await
-            .unwrap_or_else(|_| Err(Error::storage("the completer stopped before answering"))),
-        Err(_) => Err(Error::storage("the completer has stopped")),
-    };
-    match outcome {
-        Ok(_) => {
-            Counters::add(&shared.counters.completed, 1);
-            info!("completed");
-        }
-        Err(Error::LeaseLost { .. }) => lease_lost(shared),
-        Err(Error::InvalidInput { reason, .. }) => {
-            // A result the store cannot keep (too large, a NUL character)
-            // would be refused on every attempt: fail the job for good
-            // rather than leave it to expire and rerun.
-            let message = format!("the executor's result was refused: {reason}");
-            fail(shared, job, Failure::permanent(message)).await;
-        }
-        Err(error) => error!(
-            %error,
-            "cannot record the result; the lease will expire and the job will run again"
-        ),
-    }
-}
-
-async fn fail(shared: &Shared, job: Job<Executing>, failure: Failure) {
+pub(crate) async fn fail(shared: &Shared, job: Job<Executing>, failure: Failure) {
     let message = failure.message.clone();
     let outcome = with_retries(shared, || shared.store.fail(job.clone(), failure.clone())).await;
     match outcome {
