@@ -171,14 +171,16 @@ pub(crate) fn burn_down_child(args: Vec<String>) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let (jobs, elapsed) = runtime.block_on(async {
         // As many connections as the baseline's clients, shared by the
-        // claims (one in flight per connection), the completer, the
-        // maintenance task and the drain check: the worker never has more
-        // statements running at once than the baseline has.
+        // claims and the completion writes (as many of each in flight as
+        // there are connections), the maintenance task and the drain
+        // check: the worker never has more statements running at once
+        // than the baseline has.
         let store = Arc::new(store(&url, clients).await?);
         let worker = Worker::builder(store, NoOp)
             .concurrency(batch * SLOTS_PER_BATCH)
             .batch_size(batch)
             .claims_in_flight(clients.min(greenlight::worker::MAX_CLAIMS_IN_FLIGHT))
+            .completions_in_flight(clients.min(greenlight::worker::MAX_CLAIMS_IN_FLIGHT))
             .retention(Retention::keep_everything())
             .drain(true)
             .build()?;

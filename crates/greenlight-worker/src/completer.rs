@@ -1,13 +1,16 @@
 //! Batches completions into `complete_many` calls.
 //!
 //! Job tasks hand their results to one completer task, with their slots,
-//! and end. The completer takes whatever has queued up while its previous
-//! write was in flight and writes it in one call: under load, completions
-//! batch themselves; when idle, a lone completion is written at once. No
-//! timer holds a result back. Once a batch is written, the completer
+//! and end. The completer takes whatever has queued up and writes it in
+//! one call, with up to [`completions_in_flight`] writes at once: under
+//! load, completions batch themselves while writes are in flight; when
+//! idle, a lone completion is written at once. No timer holds a result
+//! back. Once a batch is written, the completer
 //! counts and logs each job's outcome in the job's span and frees its
 //! slot, so a slot is busy until its job's outcome is written, as when a
 //! job task writes a failure itself.
+//!
+//! [`completions_in_flight`]: crate::WorkerConfig::completions_in_flight
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,6 +18,7 @@ use std::sync::atomic::Ordering;
 use greenlight_core::{Complete, Error, Executing, Failure, Job, Result};
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::task::JoinSet;
 use tracing::{Instrument, Span, error, info, warn};
 
 use crate::backoff::Backoff;
@@ -36,17 +40,50 @@ pub(crate) struct Completion {
 pub(crate) type CompletionSender = mpsc::UnboundedSender<Completion>;
 
 pub(crate) async fn run(shared: Arc<Shared>, mut completions: mpsc::UnboundedReceiver<Completion>) {
+    let most = shared.config.completions_in_flight;
+    let mut writes = JoinSet::new();
     let mut batch = Vec::with_capacity(MAX_COMPLETIONS_PER_WRITE);
-    while completions.recv_many(&mut batch, MAX_COMPLETIONS_PER_WRITE).await > 0 {
-        gather(&mut completions, &mut batch).await;
-        let (items, held): (Vec<_>, Vec<_>) =
-            batch.drain(..).map(|c| ((c.job, c.result), (c.slot, c.span))).unzip();
-        let answers = write(&shared, &items).await;
-        for (((job, _), (slot, span)), answer) in items.into_iter().zip(held).zip(answers) {
-            settled(&shared, job, answer).instrument(span).await;
-            drop(slot);
-            shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+    let mut open = true;
+    loop {
+        // With a write in flight, another starts only for half a batch or
+        // more; less waits to grow, as it would with one writer.
+        let worthwhile = writes.is_empty() || !open || batch.len() >= MAX_COMPLETIONS_PER_WRITE / 2;
+        if !batch.is_empty() && worthwhile && writes.len() < most {
+            let taken =
+                std::mem::replace(&mut batch, Vec::with_capacity(MAX_COMPLETIONS_PER_WRITE));
+            writes.spawn(write_batch(Arc::clone(&shared), taken).in_current_span());
+            continue;
         }
+        if !open && batch.is_empty() {
+            break;
+        }
+        let room = MAX_COMPLETIONS_PER_WRITE - batch.len();
+        tokio::select! {
+            Some(_) = writes.join_next() => {}
+            received = completions.recv_many(&mut batch, room),
+                if open && batch.len() < MAX_COMPLETIONS_PER_WRITE =>
+            {
+                if received == 0 {
+                    open = false;
+                } else {
+                    gather(&mut completions, &mut batch).await;
+                }
+            }
+        }
+    }
+    while writes.join_next().await.is_some() {}
+}
+
+/// Writes one batch; then, for each job, counts and logs its outcome in
+/// its span and frees its slot.
+async fn write_batch(shared: Arc<Shared>, batch: Vec<Completion>) {
+    let (items, held): (Vec<_>, Vec<_>) =
+        batch.into_iter().map(|c| ((c.job, c.result), (c.slot, c.span))).unzip();
+    let answers = write(&shared, &items).await;
+    for (((job, _), (slot, span)), answer) in items.into_iter().zip(held).zip(answers) {
+        settled(&shared, job, answer).instrument(span).await;
+        drop(slot);
+        shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -39,7 +39,8 @@ impl Retention {
     }
 }
 
-/// The most claims [`WorkerConfig::claims_in_flight`] allows: each holds a
+/// The most claims [`WorkerConfig::claims_in_flight`] allows, and the most
+/// writes [`WorkerConfig::completions_in_flight`] allows: each holds a
 /// database connection while it runs, and more than a few only queue up
 /// for the pool.
 pub const MAX_CLAIMS_IN_FLIGHT: usize = 16;
@@ -68,6 +69,12 @@ pub struct WorkerConfig {
     /// whatever this says. With the default concurrency and batch size
     /// the slots never allow a second claim. Default: 2.
     pub claims_in_flight: usize,
+    /// The most completion writes in flight at once. While one is in
+    /// flight, another starts only for at least half of the most one write
+    /// carries (500 completions); fewer wait for a writer, so that a busy
+    /// worker writes in batches. Two keep pace with two claims in flight.
+    /// Default: 2.
+    pub completions_in_flight: usize,
     /// How long a claim holds a job without a heartbeat. Heartbeats come
     /// every third of it. Default: 30 s: long enough to ride out a slow
     /// heartbeat, short enough that a crashed worker's jobs restart soon.
@@ -101,6 +108,7 @@ impl Default for WorkerConfig {
             concurrency: 8,
             batch_size: 8,
             claims_in_flight: 2,
+            completions_in_flight: 2,
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
@@ -125,6 +133,12 @@ impl WorkerConfig {
         if self.claims_in_flight == 0 || self.claims_in_flight > MAX_CLAIMS_IN_FLIGHT {
             return Err(Error::invalid(
                 "claims_in_flight",
+                format!("must be from 1 to {MAX_CLAIMS_IN_FLIGHT}"),
+            ));
+        }
+        if self.completions_in_flight == 0 || self.completions_in_flight > MAX_CLAIMS_IN_FLIGHT {
+            return Err(Error::invalid(
+                "completions_in_flight",
                 format!("must be from 1 to {MAX_CLAIMS_IN_FLIGHT}"),
             ));
         }

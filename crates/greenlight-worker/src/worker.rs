@@ -34,7 +34,7 @@ use crate::{Retention, WorkerConfig};
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn Store>,
     executor: Arc<dyn Executor>,
-    config: WorkerConfig,
+    pub(crate) config: WorkerConfig,
     pub(crate) counters: Counters,
     /// Fired when shutdown begins: no more claims.
     stop_claiming: CancellationToken,
@@ -100,6 +100,12 @@ impl WorkerBuilder {
     /// See [`WorkerConfig::claims_in_flight`].
     pub fn claims_in_flight(mut self, claims: usize) -> Self {
         self.config.claims_in_flight = claims;
+        self
+    }
+
+    /// See [`WorkerConfig::completions_in_flight`].
+    pub fn completions_in_flight(mut self, writes: usize) -> Self {
+        self.config.completions_in_flight = writes;
         self
     }
 

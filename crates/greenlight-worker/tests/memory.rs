@@ -35,9 +35,12 @@ async fn bad_settings_are_refused() {
     let tiny_lease =
         Worker::builder(store.clone(), executor()).lease(Duration::from_millis(1)).build();
     assert!(matches!(tiny_lease, Err(Error::InvalidInput { field: "lease", .. })));
-    for claims in [0, MAX_CLAIMS_IN_FLIGHT + 1] {
-        let refused = Worker::builder(store.clone(), executor()).claims_in_flight(claims).build();
+    for count in [0, MAX_CLAIMS_IN_FLIGHT + 1] {
+        let refused = Worker::builder(store.clone(), executor()).claims_in_flight(count).build();
         assert!(matches!(refused, Err(Error::InvalidInput { field: "claims_in_flight", .. })));
+        let refused =
+            Worker::builder(store.clone(), executor()).completions_in_flight(count).build();
+        assert!(matches!(refused, Err(Error::InvalidInput { field: "completions_in_flight", .. })));
     }
 }
 
@@ -49,7 +52,7 @@ async fn bad_settings_are_refused() {
 async fn a_backlog_keeps_the_allowed_claims_in_flight_within_the_slots() {
     for claims_in_flight in [1, 2] {
         let memory = Arc::new(MemoryStore::new());
-        let store = Arc::new(FlakyStore::slow_claims(memory, Duration::from_millis(10)));
+        let store = Arc::new(FlakyStore::slow_writes(memory, Duration::from_millis(10)));
         let jobs: Vec<NewJob> = (0..100)
             .map(|_| NewJob::builder(LearnerId::random(), json!({})).build().expect("valid"))
             .collect();
@@ -130,7 +133,7 @@ async fn a_failed_heartbeat_is_retried_at_once() {
 #[tokio::test(start_paused = true)]
 async fn draining_ends_with_the_last_job_not_at_the_next_poll() {
     let memory = Arc::new(MemoryStore::new());
-    let store = Arc::new(FlakyStore::slow_claims(memory, Duration::from_millis(10)));
+    let store = Arc::new(FlakyStore::slow_writes(memory, Duration::from_millis(10)));
     let jobs: Vec<NewJob> = (0..25)
         .map(|_| NewJob::builder(LearnerId::random(), json!({})).build().expect("valid"))
         .collect();
@@ -155,4 +158,33 @@ async fn draining_ends_with_the_last_job_not_at_the_next_poll() {
     assert_eq!(metrics.completed, 25);
     let took = started.elapsed();
     assert!(took < Duration::from_secs(60), "draining took {took:?}");
+}
+
+/// Under load, completions are written by as many writes at once as the
+/// worker allows, and no more. Tokio's clock is paused, so the writes'
+/// delay is exact.
+#[tokio::test(start_paused = true)]
+async fn a_backlog_keeps_the_allowed_completion_writes_in_flight() {
+    for completions_in_flight in [1, 2] {
+        let memory = Arc::new(MemoryStore::new());
+        let store = Arc::new(FlakyStore::slow_writes(memory, Duration::from_millis(10)));
+        let jobs: Vec<NewJob> = (0..3_000)
+            .map(|_| NewJob::builder(LearnerId::random(), json!({})).build().expect("valid"))
+            .collect();
+        store.enqueue_many(jobs).await.expect("enqueue");
+        let executor = FnExecutor::new(|_, _| async { Ok::<_, ExecuteError>(json!({})) });
+
+        let metrics = Worker::builder(store.clone(), executor)
+            .concurrency(1_500)
+            .batch_size(500)
+            .completions_in_flight(completions_in_flight)
+            .drain(true)
+            .build()
+            .expect("valid settings")
+            .run_until(std::future::pending())
+            .await;
+
+        assert_eq!(metrics.completed, 3_000, "writes in flight: {completions_in_flight}");
+        assert_eq!(store.most_completions_at_once(), completions_in_flight as u64);
+    }
 }

@@ -23,9 +23,11 @@ pub struct FlakyStore {
     faults: AtomicU64,
     heartbeats: Mutex<Vec<tokio::time::Instant>>,
     claims: ClaimGauge,
+    completions: ClaimGauge,
 }
 
-/// How many claims were in flight at once, at most, and what they asked.
+/// How many calls of one kind were in flight at once, at most, and (for
+/// claims) what they asked.
 #[derive(Debug, Default)]
 struct ClaimGauge {
     now: AtomicU64,
@@ -43,9 +45,10 @@ enum Rule {
     /// Only the first heartbeat, before it reaches the store, as a dead
     /// pooled connection would fail it.
     FirstHeartbeat,
-    /// Nothing fails; every claim takes this long (on tokio's clock) before
-    /// it reaches the store, so that claims can overlap.
-    SlowClaims(Duration),
+    /// Nothing fails; every claim and every `complete_many` takes this long
+    /// (on tokio's clock) before it reaches the store, so that they can
+    /// overlap.
+    SlowWrites(Duration),
 }
 
 enum Fault {
@@ -65,9 +68,15 @@ impl FlakyStore {
         Self::with_rule(inner, Rule::FirstHeartbeat)
     }
 
-    /// Nothing fails; every claim waits `delay` before it reaches the store.
-    pub fn slow_claims(inner: Arc<dyn Store>, delay: Duration) -> Self {
-        Self::with_rule(inner, Rule::SlowClaims(delay))
+    /// Nothing fails; every claim and every `complete_many` waits `delay`
+    /// before it reaches the store.
+    pub fn slow_writes(inner: Arc<dyn Store>, delay: Duration) -> Self {
+        Self::with_rule(inner, Rule::SlowWrites(delay))
+    }
+
+    /// The most `complete_many` calls that were in flight at once.
+    pub fn most_completions_at_once(&self) -> u64 {
+        self.completions.most.load(Ordering::SeqCst)
     }
 
     /// The most claims that were in flight at once.
@@ -88,6 +97,7 @@ impl FlakyStore {
             faults: AtomicU64::new(0),
             heartbeats: Mutex::new(Vec::new()),
             claims: ClaimGauge::default(),
+            completions: ClaimGauge::default(),
         }
     }
 
@@ -143,7 +153,7 @@ impl Store for FlakyStore {
         gauge.limits.lock().unwrap_or_else(PoisonError::into_inner).push(request.limit);
         let now = gauge.now.fetch_add(1, Ordering::SeqCst) + 1;
         gauge.most.fetch_max(now, Ordering::SeqCst);
-        if let Rule::SlowClaims(delay) = self.rule {
+        if let Rule::SlowWrites(delay) = self.rule {
             tokio::time::sleep(delay).await;
         }
         let claimed = match self.next_fault() {
@@ -183,7 +193,15 @@ impl Store for FlakyStore {
         &self,
         jobs: Vec<(Job<Executing>, Value)>,
     ) -> Result<Vec<Result<Job<Complete>>>> {
-        self.call(self.inner.complete_many(jobs)).await
+        let gauge = &self.completions;
+        let now = gauge.now.fetch_add(1, Ordering::SeqCst) + 1;
+        gauge.most.fetch_max(now, Ordering::SeqCst);
+        if let Rule::SlowWrites(delay) = self.rule {
+            tokio::time::sleep(delay).await;
+        }
+        let completed = self.call(self.inner.complete_many(jobs)).await;
+        gauge.now.fetch_sub(1, Ordering::SeqCst);
+        completed
     }
 
     async fn fail(&self, job: Job<Executing>, failure: Failure) -> Result<FailOutcome> {
