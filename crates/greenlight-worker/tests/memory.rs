@@ -44,6 +44,18 @@ async fn bad_settings_are_refused() {
     }
 }
 
+/// A memory store whose claims and completion writes take 10 ms (on
+/// tokio's clock), holding `count` ready jobs.
+async fn slow_store_with_jobs(count: usize) -> Arc<FlakyStore> {
+    let store =
+        Arc::new(FlakyStore::slow_writes(Arc::new(MemoryStore::new()), Duration::from_millis(10)));
+    let jobs: Vec<NewJob> = (0..count)
+        .map(|_| NewJob::builder(LearnerId::random(), json!({})).build().expect("valid"))
+        .collect();
+    store.enqueue_many(jobs).await.expect("enqueue");
+    store
+}
+
 /// Under a backlog, a worker with room for several batches keeps as many
 /// claims in flight as it is allowed, and no more; the slots its claims
 /// reserve and its running jobs never exceed its concurrency. Tokio's clock
@@ -51,12 +63,7 @@ async fn bad_settings_are_refused() {
 #[tokio::test(start_paused = true)]
 async fn a_backlog_keeps_the_allowed_claims_in_flight_within_the_slots() {
     for claims_in_flight in [1, 2] {
-        let memory = Arc::new(MemoryStore::new());
-        let store = Arc::new(FlakyStore::slow_writes(memory, Duration::from_millis(10)));
-        let jobs: Vec<NewJob> = (0..100)
-            .map(|_| NewJob::builder(LearnerId::random(), json!({})).build().expect("valid"))
-            .collect();
-        store.enqueue_many(jobs).await.expect("enqueue");
+        let store = slow_store_with_jobs(100).await;
 
         let running = Arc::new(AtomicUsize::new(0));
         let most_running = Arc::new(AtomicUsize::new(0));
@@ -132,12 +139,7 @@ async fn a_failed_heartbeat_is_retried_at_once() {
 /// and show in the time taken.
 #[tokio::test(start_paused = true)]
 async fn draining_ends_with_the_last_job_not_at_the_next_poll() {
-    let memory = Arc::new(MemoryStore::new());
-    let store = Arc::new(FlakyStore::slow_writes(memory, Duration::from_millis(10)));
-    let jobs: Vec<NewJob> = (0..25)
-        .map(|_| NewJob::builder(LearnerId::random(), json!({})).build().expect("valid"))
-        .collect();
-    store.enqueue_many(jobs).await.expect("enqueue");
+    let store = slow_store_with_jobs(25).await;
     let executor = FnExecutor::new(|_, _| async {
         tokio::time::sleep(Duration::from_millis(3)).await;
         Ok::<_, ExecuteError>(json!({}))
@@ -166,12 +168,7 @@ async fn draining_ends_with_the_last_job_not_at_the_next_poll() {
 #[tokio::test(start_paused = true)]
 async fn a_backlog_keeps_the_allowed_completion_writes_in_flight() {
     for completions_in_flight in [1, 2] {
-        let memory = Arc::new(MemoryStore::new());
-        let store = Arc::new(FlakyStore::slow_writes(memory, Duration::from_millis(10)));
-        let jobs: Vec<NewJob> = (0..3_000)
-            .map(|_| NewJob::builder(LearnerId::random(), json!({})).build().expect("valid"))
-            .collect();
-        store.enqueue_many(jobs).await.expect("enqueue");
+        let store = slow_store_with_jobs(3_000).await;
         let executor = FnExecutor::new(|_, _| async { Ok::<_, ExecuteError>(json!({})) });
 
         let metrics = Worker::builder(store.clone(), executor)
