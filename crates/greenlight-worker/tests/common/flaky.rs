@@ -45,6 +45,9 @@ enum Rule {
     /// Only the first heartbeat, before it reaches the store, as a dead
     /// pooled connection would fail it.
     FirstHeartbeat,
+    /// Nothing fails, and `rescue_expired` takes nothing back: a worker on
+    /// this store never rescues.
+    NoRescue,
     /// Nothing fails; every claim and every `complete_many` takes this long
     /// (on tokio's clock) before it reaches the store, so that they can
     /// overlap.
@@ -72,6 +75,11 @@ impl FlakyStore {
     /// before it reaches the store.
     pub fn slow_writes(inner: Arc<dyn Store>, delay: Duration) -> Self {
         Self::with_rule(inner, Rule::SlowWrites(delay))
+    }
+
+    /// Nothing fails, and `rescue_expired` takes nothing back.
+    pub fn without_rescue(inner: Arc<dyn Store>) -> Self {
+        Self::with_rule(inner, Rule::NoRescue)
     }
 
     /// The most `complete_many` calls that were in flight at once.
@@ -221,6 +229,9 @@ impl Store for FlakyStore {
     }
 
     async fn rescue_expired(&self) -> Result<Rescued> {
+        if matches!(self.rule, Rule::NoRescue) {
+            return Ok(Rescued::default());
+        }
         self.call(self.inner.rescue_expired()).await
     }
 
