@@ -382,6 +382,8 @@ async fn claim_loop(shared: &Arc<Shared>, jobs: &mut JoinSet<()>, completions: &
     let mut not_before: Option<Instant> = None;
     // While jobs run, how long to wait for a worthwhile batch of slots.
     let mut gather_until: Option<Instant> = None;
+    // Slots reserved by the claims in flight.
+    let mut reserved = 0;
 
     loop {
         if shared.stop_claiming.is_cancelled() {
@@ -401,8 +403,10 @@ async fn claim_loop(shared: &Arc<Shared>, jobs: &mut JoinSet<()>, completions: &
             // batch, and every job in it ends), so a short wait usually
             // gathers a whole burst.
             let gathered = gather_until.is_some_and(|at| at <= now);
-            if free > 0 && (free >= worthwhile || jobs.is_empty() || gathered) {
-                start_claim(shared, &slots, &mut claims, free.min(config.batch_size));
+            // No slot is held by a job or its outcome: none will come free.
+            let settled = free + reserved == config.concurrency;
+            if free > 0 && (free >= worthwhile || settled || gathered) {
+                reserved += start_claim(shared, &slots, &mut claims, free.min(config.batch_size));
                 gather_until = None;
                 not_before = None;
                 continue;
@@ -421,12 +425,13 @@ async fn claim_loop(shared: &Arc<Shared>, jobs: &mut JoinSet<()>, completions: &
             () = shared.stop_claiming.cancelled() => break,
             Some(joined) = claims.join_next() => {
                 // Claim tasks catch their panics and are never aborted.
-                let Ok(Claimed { result, slots: reserved, limit }) = joined else { continue };
+                let Ok(Claimed { result, slots: held, limit }) = joined else { continue };
+                reserved -= limit;
                 match result {
                     Ok(claimed) => {
                         backoff.reset();
                         let count = claimed.len();
-                        start_jobs(shared, jobs, claimed, reserved, completions);
+                        start_jobs(shared, jobs, claimed, held, completions);
                         if count == limit {
                             // A full batch: more work is likely waiting.
                             backlog = true;
@@ -449,11 +454,7 @@ async fn claim_loop(shared: &Arc<Shared>, jobs: &mut JoinSet<()>, completions: &
                     }
                     Err(error) => {
                         let delay = backoff.next_delay();
-                        if error.is_retryable() {
-                            warn!(%error, ?delay, "claiming failed; backing off");
-                        } else {
-                            error!(%error, ?delay, "claiming failed; backing off");
-                        }
+                        log_claim_failure(&error, delay);
                         backlog = false;
                         not_before = Some(Instant::now() + delay);
                     }
@@ -490,13 +491,23 @@ async fn claim_loop(shared: &Arc<Shared>, jobs: &mut JoinSet<()>, completions: &
     }
 }
 
-/// Reserves `limit` free slots and starts a claim for as many jobs.
+/// Logs a failed claim: a warning while the storage is only unavailable.
+fn log_claim_failure(error: &Error, delay: Duration) {
+    if error.is_retryable() {
+        warn!(%error, ?delay, "claiming failed; backing off");
+    } else {
+        error!(%error, ?delay, "claiming failed; backing off");
+    }
+}
+
+/// Reserves `limit` free slots and starts a claim for as many jobs;
+/// returns `limit`.
 fn start_claim(
     shared: &Arc<Shared>,
     slots: &Arc<Semaphore>,
     claims: &mut JoinSet<Claimed>,
     limit: usize,
-) {
+) -> usize {
     let config = &shared.config;
     let reserved = u32::try_from(limit)
         .ok()
@@ -519,6 +530,7 @@ fn start_claim(
         }
         .in_current_span(),
     );
+    limit
 }
 
 /// Spawns a task for each claimed job, each holding one of the slots the
