@@ -5,10 +5,10 @@
 //! one call, with up to [`completions_in_flight`] writes at once: under
 //! load, completions batch themselves while writes are in flight; when
 //! idle, a lone completion is written at once. No timer holds a result
-//! back. Once a batch is written, the completer
-//! counts and logs each job's outcome in the job's span and frees its
-//! slot, so a slot is busy until its job's outcome is written, as when a
-//! job task writes a failure itself.
+//! back. Once a batch is written, the completer counts and logs each
+//! job's outcome in the job's span and frees its slot, so a slot is busy
+//! until its job's outcome is written, as when a job task writes a
+//! failure itself.
 //!
 //! [`completions_in_flight`]: crate::WorkerConfig::completions_in_flight
 
