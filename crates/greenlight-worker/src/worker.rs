@@ -347,11 +347,10 @@ async fn run(shared: Arc<Shared>) -> Metrics {
 }
 
 /// What a claim brings back to the claim loop: the jobs, or why none came,
-/// with the slots it reserved before asking and how many it asked for.
+/// with the slots it reserved before asking, one for each job it asked for.
 struct Claimed {
     result: Result<Vec<Job<Executing>>, Error>,
     slots: OwnedSemaphorePermit,
-    limit: usize,
 }
 
 /// Claims into free slots until shutdown begins (or, in drain mode, the
@@ -425,7 +424,8 @@ async fn claim_loop(shared: &Arc<Shared>, jobs: &mut JoinSet<()>, completions: &
             () = shared.stop_claiming.cancelled() => break,
             Some(joined) = claims.join_next() => {
                 // Claim tasks catch their panics and are never aborted.
-                let Ok(Claimed { result, slots: held, limit }) = joined else { continue };
+                let Ok(Claimed { result, slots: held }) = joined else { continue };
+                let limit = held.num_permits();
                 reserved -= limit;
                 match result {
                     Ok(claimed) => {
@@ -526,7 +526,7 @@ fn start_claim(
                         panic_message(panic.as_ref())
                     )))
                 });
-            Claimed { result, slots: reserved, limit }
+            Claimed { result, slots: reserved }
         }
         .in_current_span(),
     );
