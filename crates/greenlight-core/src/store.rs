@@ -100,6 +100,20 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Counts per status and the age of the oldest ready job.
     async fn stats(&self) -> Result<Stats>;
 
+    /// Whether any job is executing, or pending and due within `horizon`
+    /// from now: the question a draining worker asks before it stops.
+    ///
+    /// The default answers from [`Store::stats`], which counts every job; a
+    /// store that can answer by looking at a few rows should (PostgreSQL's
+    /// probes two indexes instead of reading a table that may hold millions
+    /// of finished jobs).
+    async fn has_work_within(&self, horizon: Duration) -> Result<bool> {
+        let stats = self.stats().await?;
+        Ok(stats.ready > 0
+            || stats.executing > 0
+            || stats.next_scheduled_in.is_some_and(|wait| wait <= horizon))
+    }
+
     /// Deletes up to `request.batch_size` jobs in a terminal status that
     /// finished longer ago than `request.older_than`; returns how many. Call
     /// again until it returns less than the batch size.

@@ -419,6 +419,24 @@ FROM clock LEFT JOIN greenlight_queue AS job ON true
 GROUP BY clock.now",
 );
 
+/// Whether any job is executing, or pending with `run_at` at most `$2`
+/// from now: two index probes that stop at the first row found, where
+/// `STATS` reads the whole table.
+///
+/// The pending probe is a scalar subquery ordered as the claim index is,
+/// not an EXISTS: PostgreSQL drops the ORDER BY from an EXISTS, and with
+/// statistics from a moment when most rows were pending (a backlog just
+/// loaded) it then prefers a sequential scan that reads every finished job
+/// before it gives up.
+pub(crate) const HAS_WORK: Statement = Statement(
+    "\
+SELECT EXISTS (SELECT 1 FROM greenlight_queue WHERE status = 'executing')
+    OR (SELECT id FROM greenlight_queue
+        WHERE status = 'pending' AND run_at <= COALESCE($1, now()) + $2
+        ORDER BY priority DESC, run_at, id
+        LIMIT 1) IS NOT NULL AS has_work",
+);
+
 /// Deletes at most `$4` finished jobs. The subquery bounds the batch, and
 /// SKIP LOCKED keeps two pruners (or a pruner and an operator) from waiting
 /// on each other's rows.
@@ -464,9 +482,18 @@ mod tests {
         line: String,
     }
 
+    /// The plan of `statement`, one line per plan node.
+    async fn explain(conn: &mut diesel_async::AsyncPgConnection, statement: &str) -> String {
+        use diesel_async::RunQueryDsl;
+
+        let plan: Vec<PlanLine> =
+            diesel::sql_query(format!("EXPLAIN {statement}")).load(conn).await.expect("explain");
+        let plan: Vec<String> = plan.into_iter().map(|line| line.line).collect();
+        plan.join("\n")
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_large_claim_updates_its_rows_found_by_primary_key() {
-        use diesel_async::RunQueryDsl;
         use greenlight_testkit::postgres::{TestDb, execute};
 
         let db = TestDb::new().await;
@@ -487,10 +514,7 @@ mod tests {
             .replace("$2", "5000")
             .replace("$3", "'w'")
             .replace("$4", "interval '30 seconds'");
-        let plan: Vec<PlanLine> =
-            diesel::sql_query(format!("EXPLAIN {claim}")).load(&mut conn).await.expect("explain");
-        let plan: Vec<String> = plan.into_iter().map(|line| line.line).collect();
-        let plan = plan.join("\n");
+        let plan = explain(&mut conn, &claim).await;
         // How the ready rows are picked is the planner's call (a quarter of
         // the table may well be read in full); the rows it updates are
         // fetched by id, never by reading the table (`job`) again.
@@ -499,5 +523,39 @@ mod tests {
             "the update reads the whole table:\n{plan}"
         );
         assert!(plan.contains("Index Cond: (id = ANY"), "no primary-key lookup:\n{plan}");
+    }
+
+    /// Statistics taken while a backlog was loaded say that nearly every
+    /// row is pending; once the backlog is done they are wrong, and the
+    /// drain check must not trust them into reading every finished job.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_drain_check_probes_indexes_even_with_stale_statistics() {
+        use greenlight_testkit::postgres::{TestDb, execute};
+
+        let db = TestDb::new().await;
+        let mut conn = db.connect().await;
+        execute(
+            &mut conn,
+            "INSERT INTO greenlight_queue (learner_id, request_payload) \
+             SELECT gen_random_uuid(), '{}' FROM generate_series(1, 20000)",
+        )
+        .await
+        .expect("load");
+        execute(&mut conn, "ANALYZE greenlight_queue").await.expect("analyze");
+        execute(
+            &mut conn,
+            "UPDATE greenlight_queue SET status = 'complete', completed_at = now(), \
+             result_payload = '{}'",
+        )
+        .await
+        .expect("finish the backlog");
+
+        let check = super::HAS_WORK
+            .text()
+            .replace("$1", "NULL::timestamptz")
+            .replace("$2", "interval '10 minutes'");
+        let plan = explain(&mut conn, &check).await;
+        assert!(!plan.contains("Seq Scan"), "the drain check reads the whole table:\n{plan}");
+        assert!(plan.contains("idx_greenlight_queue_claim"), "no claim-index probe:\n{plan}");
     }
 }

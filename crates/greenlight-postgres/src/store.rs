@@ -490,6 +490,18 @@ fn interval(duration: Duration) -> PgInterval {
     PgInterval::from_microseconds(i64::try_from(duration.as_micros()).unwrap_or(i64::MAX))
 }
 
+/// The longest horizon `has_work_within` looks ahead: a thousand years.
+/// PostgreSQL's timestamps end in the year 294276, so a longer interval
+/// added to now could overflow; no job is scheduled that far out.
+const MAX_HORIZON: Duration = Duration::from_secs(1_000 * 366 * 24 * 3600);
+
+/// The answer of `sql::HAS_WORK`.
+#[derive(QueryableByName)]
+struct HasWork {
+    #[diesel(sql_type = Bool)]
+    has_work: bool,
+}
+
 /// A job that moved into and out of the needed state faster than a write
 /// could catch it, several times over: retrying later will do.
 fn changing(id: JobId) -> Error {
@@ -1135,6 +1147,17 @@ impl Store for PgStore {
                 .next_scheduled_run_at
                 .and_then(|run_at| (run_at - row.now).to_std().ok()),
         })
+    }
+
+    async fn has_work_within(&self, horizon: Duration) -> Result<bool> {
+        let mut conn = self.connection().await?;
+        let answer = (sql::HAS_WORK)
+            .bind::<Nullable<Timestamptz>, _>(self.now())
+            .bind::<Interval, _>(interval(horizon.min(MAX_HORIZON)))
+            .get_result::<HasWork>(&mut *conn)
+            .await
+            .map_err(|error| conn.error(error))?;
+        Ok(answer.has_work)
     }
 
     async fn prune(&self, request: &PruneRequest) -> Result<u64> {

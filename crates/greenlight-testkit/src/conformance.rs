@@ -1038,6 +1038,38 @@ pub async fn stats_counts_every_field<F: StoreFactory>(factory: F) {
     assert!(stats.next_scheduled_in.is_some_and(|wait| wait > Duration::ZERO));
 }
 
+/// `has_work_within` sees executing jobs and pending ones due within the
+/// horizon, and nothing else: finished jobs and jobs scheduled later are no
+/// work. A horizon too long to add to a date is no error.
+pub async fn has_work_within_sees_executing_and_due_jobs<F: StoreFactory>(factory: F) {
+    let h = harness(&factory).await;
+    let has_work = |horizon: Duration| {
+        let store = &h.store;
+        async move { store.has_work_within(horizon).await.expect("has_work_within") }
+    };
+    assert!(!has_work(Duration::ZERO).await, "an empty store has no work");
+    assert!(!has_work(Duration::MAX).await, "an empty store has no work");
+
+    h.complete_job().await;
+    h.failed_job().await;
+    assert!(!has_work(Duration::MAX).await, "finished jobs are no work");
+
+    let wait = Duration::from_secs(600);
+    let later = h.enqueue(builder().delay(wait).build().expect("valid")).await;
+    assert!(!has_work(Duration::ZERO).await, "a job due in ten minutes is not due now");
+    assert!(!has_work(wait - Duration::from_secs(1)).await, "nor within 599 s");
+    assert!(has_work(wait).await, "a job due in exactly the horizon counts");
+    assert!(has_work(Duration::MAX).await, "and within any longer one");
+
+    h.advance_to(later.data().run_at);
+    assert!(has_work(Duration::ZERO).await, "a ready job is work now");
+    let running = h.claim_one().await;
+    assert_eq!(running.id(), later.id());
+    assert!(has_work(Duration::ZERO).await, "an executing job is work");
+    h.store.complete(running, json!({})).await.expect("complete");
+    assert!(!has_work(Duration::MAX).await, "nothing left");
+}
+
 /// Prune deletes only jobs of the given terminal status that finished
 /// longer ago than `older_than`, at most `batch_size` per call, oldest
 /// first; a live status or a bad batch size is invalid input.

@@ -114,6 +114,7 @@ macro_rules! conformance_suite {
             list_by_status_and_learner_pages_everything_once,
             list_rejects_invalid_limit,
             stats_counts_every_field,
+            has_work_within_sees_executing_and_due_jobs,
             prune_deletes_only_old_terminal_jobs,
             unknown_ids_are_not_found,
             writes_to_finished_jobs_are_lease_lost,

@@ -591,15 +591,10 @@ async fn next_wakeup(wakeups: &mut Option<Wakeups>) -> bool {
 }
 
 async fn is_drained(shared: &Shared) -> bool {
-    match shared.store.stats().await {
-        Ok(stats) => {
-            let horizon = shared.config.drain_horizon;
-            stats.ready == 0
-                && stats.executing == 0
-                && stats.next_scheduled_in.is_none_or(|wait| wait > horizon)
-        }
+    match shared.store.has_work_within(shared.config.drain_horizon).await {
+        Ok(has_work) => !has_work,
         Err(error) => {
-            warn!(%error, "cannot read the queue's stats to check for drain");
+            warn!(%error, "cannot check whether the queue is drained");
             false
         }
     }

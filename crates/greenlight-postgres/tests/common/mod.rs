@@ -97,6 +97,9 @@ impl Store for TestStore {
     async fn stats(&self) -> Result<Stats> {
         self.store.stats().await
     }
+    async fn has_work_within(&self, horizon: Duration) -> Result<bool> {
+        self.store.has_work_within(horizon).await
+    }
     async fn prune(&self, request: &PruneRequest) -> Result<u64> {
         self.store.prune(request).await
     }

@@ -251,6 +251,10 @@ impl Store for FlakyStore {
         self.call(self.inner.stats()).await
     }
 
+    async fn has_work_within(&self, horizon: Duration) -> Result<bool> {
+        self.call(self.inner.has_work_within(horizon)).await
+    }
+
     async fn prune(&self, request: &PruneRequest) -> Result<u64> {
         self.call(self.inner.prune(request)).await
     }
