@@ -10,6 +10,7 @@
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -367,7 +368,7 @@ async fn claim_loop(shared: &Arc<Shared>, jobs: &mut JoinSet<()>, completions: &
     let config = &shared.config;
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let worthwhile = config.batch_size.min(config.concurrency).div_ceil(2);
-    let mut wakeups = subscribe(shared).await;
+    let mut wakeups = WakeupSource::subscribe(shared);
     let mut backoff = Backoff::default();
     let mut claims: JoinSet<Claimed> = JoinSet::new();
     // Claim as soon as slots allow: at the start, after a full batch, on a
@@ -470,14 +471,9 @@ async fn claim_loop(shared: &Arc<Shared>, jobs: &mut JoinSet<()>, completions: &
             }
             () = sleep_until(gather_until), if gather_until.is_some() => {}
             () = sleep_until(not_before), if not_before.is_some() => {}
-            // Idle: a wake-up or the poll interval.
-            woke = next_wakeup(&mut wakeups), if !eager => {
-                if !woke {
-                    warn!("the wake-up stream ended; polling only");
-                    wakeups = None;
-                }
-                eager = true;
-            }
+            // Idle: a wake-up or the poll interval. Subscribed: claim, since
+            // work enqueued before then woke nobody.
+            () = wakeups.next(), if !eager || wakeups.subscribing() => eager = true,
             () = tokio::time::sleep_until(next_poll), if !eager => eager = true,
         }
     }
@@ -571,6 +567,44 @@ async fn sleep_until(at: Option<Instant>) {
 /// left by a long-running job's neighbour idles only briefly.
 const GATHER_SLOTS: Duration = Duration::from_millis(5);
 
+/// An idle worker's wake-ups. Subscribing opens a connection of its own,
+/// which can take a while or hang, so it goes on beside the claim loop
+/// rather than before it.
+struct WakeupSource<'a> {
+    subscribing: Option<Pin<Box<dyn Future<Output = Option<Wakeups>> + Send + 'a>>>,
+    stream: Option<Wakeups>,
+}
+
+impl<'a> WakeupSource<'a> {
+    fn subscribe(shared: &'a Shared) -> Self {
+        Self { subscribing: Some(Box::pin(subscribe(shared))), stream: None }
+    }
+
+    fn subscribing(&self) -> bool {
+        self.subscribing.is_some()
+    }
+
+    /// Resolves when the subscription answers, or on the next wake-up, or
+    /// when the stream ends (from then on the worker only polls). With no
+    /// stream, never resolves. Dropped midway, it loses nothing.
+    async fn next(&mut self) {
+        if let Some(subscribing) = &mut self.subscribing {
+            self.stream = subscribing.await;
+            self.subscribing = None;
+            return;
+        }
+        match &mut self.stream {
+            Some(stream) => {
+                if stream.next().await.is_none() {
+                    warn!("the wake-up stream ended; polling only");
+                    self.stream = None;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
 async fn subscribe(shared: &Shared) -> Option<Wakeups> {
     match shared.store.wakeups().await {
         Ok(wakeups) => wakeups,
@@ -578,15 +612,6 @@ async fn subscribe(shared: &Shared) -> Option<Wakeups> {
             warn!(%error, "cannot subscribe to wake-ups; polling only");
             None
         }
-    }
-}
-
-/// Waits for the next wake-up; `false` when the stream ended. With no
-/// stream, never resolves.
-async fn next_wakeup(wakeups: &mut Option<Wakeups>) -> bool {
-    match wakeups {
-        Some(stream) => stream.next().await.is_some(),
-        None => std::future::pending().await,
     }
 }
 

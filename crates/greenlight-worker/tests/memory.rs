@@ -97,6 +97,31 @@ async fn a_backlog_keeps_the_allowed_claims_in_flight_within_the_slots() {
     }
 }
 
+/// A worker claims before its subscription to wake-ups answers: a listening
+/// connection that hangs (a slow or unreachable server) must not keep it
+/// from working. Tokio's clock is paused; a worker that waited for the
+/// subscription would wait for ever, and the timeout would fire.
+#[tokio::test(start_paused = true)]
+async fn a_hanging_subscription_does_not_hold_up_claiming() {
+    let store = Arc::new(FlakyStore::stuck_wakeups(Arc::new(MemoryStore::new())));
+    let jobs: Vec<NewJob> = (0..5)
+        .map(|_| NewJob::builder(LearnerId::random(), json!({})).build().expect("valid"))
+        .collect();
+    store.enqueue_many(jobs).await.expect("enqueue");
+    let executor = FnExecutor::new(|_, _| async { Ok::<_, ExecuteError>(json!({})) });
+    let worker = Worker::builder(store.clone(), executor)
+        .poll_interval(Duration::from_secs(3_600))
+        .drain(true)
+        .build()
+        .expect("valid settings");
+
+    let metrics =
+        tokio::time::timeout(Duration::from_secs(60), worker.run_until(std::future::pending()))
+            .await
+            .expect("the worker drained the queue without its wake-ups");
+    assert_eq!(metrics.completed, 5);
+}
+
 /// A heartbeat that meets a storage fault is tried again at once, on what
 /// would be a fresh connection, rather than a third of a lease later: one
 /// dead connection must not cost a third of the lease. Tokio's clock is

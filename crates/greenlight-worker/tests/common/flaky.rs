@@ -52,6 +52,8 @@ enum Rule {
     /// (on tokio's clock) before it reaches the store, so that they can
     /// overlap.
     SlowWrites(Duration),
+    /// Nothing fails, and `wakeups` never answers: the subscription hangs.
+    StuckWakeups,
 }
 
 enum Fault {
@@ -80,6 +82,11 @@ impl FlakyStore {
     /// Nothing fails, and `rescue_expired` takes nothing back.
     pub fn without_rescue(inner: Arc<dyn Store>) -> Self {
         Self::with_rule(inner, Rule::NoRescue)
+    }
+
+    /// Nothing fails, and asking for wake-ups hangs for ever.
+    pub fn stuck_wakeups(inner: Arc<dyn Store>) -> Self {
+        Self::with_rule(inner, Rule::StuckWakeups)
     }
 
     /// The most `complete_many` calls that were in flight at once.
@@ -260,6 +267,9 @@ impl Store for FlakyStore {
     }
 
     async fn wakeups(&self) -> Result<Option<Wakeups>> {
+        if matches!(self.rule, Rule::StuckWakeups) {
+            std::future::pending::<()>().await;
+        }
         self.inner.wakeups().await
     }
 }
