@@ -235,14 +235,16 @@ async fn measure(options: &Options, url: &str) -> Result<Report> {
     // Rounds alternate the baseline and the queue, and each figure keeps
     // its best round: on a shared machine a slow round is another
     // process's doing, and the best is the closest to what each can do.
-    // The latency samples kept are those of the round with the lowest p99,
-    // the figure other processes disturb most.
-    let mut best: Option<(raw::RawFigures, queue::QueueFigures, Vec<Duration>, MemoryFigures)> =
-        None;
+    // The latency samples kept, raw and queue alike, are those of the round
+    // with the lowest p99, the figure other processes disturb most.
+    let mut best: Option<(raw::RawFigures, queue::QueueFigures, Latencies, MemoryFigures)> = None;
     for _ in 0..scale.rounds {
         let raw = raw::run(url, options.clients, options.burn_down_batch, scale).await?;
         let queue = queue::run(url, options.clients, options.burn_down_batch, scale).await?;
-        let latencies = queue::latency(url, scale).await?;
+        let latencies = Latencies {
+            raw: raw::latency(url, scale).await?,
+            queue: queue::latency(url, scale).await?,
+        };
         // The memory phases run their own runtimes, which a thread of
         // this one may not start.
         let memory = tokio::task::spawn_blocking(move || memory::run(scale)).await??;
@@ -251,7 +253,7 @@ async fn measure(options: &Options, url: &str) -> Result<Report> {
             Some((best_raw, best_queue, best_latencies, best_memory)) => (
                 best_raw.best(raw),
                 best_queue.best(queue),
-                if p99(&latencies) < p99(&best_latencies) { latencies } else { best_latencies },
+                best_latencies.best(latencies),
                 best_memory.best(memory),
             ),
         });
@@ -259,6 +261,23 @@ async fn measure(options: &Options, url: &str) -> Result<Report> {
     let (raw, queue, latencies, memory) = best.ok_or("no rounds were run")?;
     report.add(&raw, &queue, &latencies, &memory);
     Ok(report)
+}
+
+/// Enqueue-to-start samples, sorted: the raw floor's and the queue's.
+#[derive(Debug)]
+struct Latencies {
+    raw: Vec<Duration>,
+    queue: Vec<Duration>,
+}
+
+impl Latencies {
+    /// Each series from the round where its p99 was lower.
+    fn best(self, other: Self) -> Self {
+        let lower = |one: Vec<Duration>, two: Vec<Duration>| {
+            if p99(&two) < p99(&one) { two } else { one }
+        };
+        Self { raw: lower(self.raw, other.raw), queue: lower(self.queue, other.queue) }
+    }
 }
 
 /// The 99th percentile of sorted samples.

@@ -8,9 +8,12 @@
 //! store's are.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tokio_postgres::Client;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Client, NoTls};
 use uuid::Uuid;
 
 use crate::{Budget, Rate, Result, Scale, connect, reset, timed};
@@ -58,6 +61,15 @@ UPDATE greenlight_queue
 SET status = 'complete', result_payload = '{}', completed_at = now(),
     lease_expires_at = NULL, worker_id = NULL
 WHERE id = $1 AND status = 'executing'";
+
+/// One new job and its notification, in one statement, as an enqueue sends
+/// them: the notification goes out when the insert commits.
+const INSERT_NOTIFY: &str = "\
+WITH inserted AS (
+    INSERT INTO greenlight_queue (learner_id, request_payload) VALUES ($1, $2)
+    RETURNING id
+)
+SELECT pg_notify('greenlight_queue_ready', '') FROM inserted";
 
 /// Rows per statement in the batched baseline, as the issue's targets name.
 pub(crate) const BATCH: usize = 100;
@@ -192,6 +204,72 @@ async fn drain(url: &str, clients: usize, per_claim: usize, scale: Scale) -> Res
         });
     }
     timed(tasks).await
+}
+
+/// The floor under the queue's enqueue-to-start latency: the same three
+/// connections and steps with nothing between them. One connection inserts
+/// a job and notifies, one listens, one claims a single row when woken.
+/// Each sample runs from just before the insert to the claim's answer; the
+/// job is then completed (untimed) and the next sample starts 2 ms after,
+/// as the queue's latency phase does.
+pub(crate) async fn latency(url: &str, scale: Scale) -> Result<Vec<Duration>> {
+    let (admin, _admin_task) = connect(url).await?;
+    reset(&admin).await?;
+    let (producer, _producer_task) = connect(url).await?;
+    let insert = producer.prepare(INSERT_NOTIFY).await?;
+    let (claimer, _claimer_task) = connect(url).await?;
+    let claim = claimer.prepare(CLAIM).await?;
+    let complete = claimer.prepare(COMPLETE_ONE).await?;
+
+    // The listening connection is driven here, not by `connect`, so that
+    // its notifications can be read.
+    let (listener, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    let (woken, mut wakeups) = mpsc::unbounded_channel::<()>();
+    let _listener_task = AbortOnDrop(tokio::spawn(async move {
+        let mut messages = std::pin::pin!(futures_util::stream::poll_fn(move |context| {
+            connection.poll_message(context)
+        }));
+        while let Some(Ok(message)) = messages.next().await {
+            if matches!(message, AsyncMessage::Notification(_)) && woken.send(()).is_err() {
+                return;
+            }
+        }
+    }));
+    listener.batch_execute("LISTEN greenlight_queue_ready").await?;
+
+    let payload = payload();
+    let limit = 1_i64;
+    let worker = "raw-latency".to_owned();
+    let deadline = Instant::now() + scale.phase_limit;
+    let mut samples = Vec::with_capacity(scale.latency_samples);
+    while samples.len() < scale.latency_samples && Instant::now() < deadline {
+        let inserted = Instant::now();
+        producer.query(&insert, &[&Uuid::new_v4(), &payload]).await?;
+        let (started, id) = loop {
+            tokio::time::timeout(Duration::from_secs(10), wakeups.recv())
+                .await
+                .map_err(|_| "no notification within 10 s of the insert")?
+                .ok_or("the listening connection closed")?;
+            let rows = claimer.query(&claim, &[&limit, &worker]).await?;
+            if let Some(row) = rows.first() {
+                break (Instant::now(), row.get::<_, Uuid>(0));
+            }
+        };
+        samples.push(started.saturating_duration_since(inserted));
+        claimer.execute(&complete, &[&id]).await?;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    samples.sort_unstable();
+    Ok(samples)
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Loads `jobs` ready jobs (untimed) and refreshes the table's statistics,
