@@ -115,7 +115,7 @@ struct Options {
     clients: usize,
     /// The server; the harness makes and drops a database of its own on it.
     server_url: String,
-    /// The burn-down worker's claim batch; its concurrency is twice this.
+    /// The burn-down worker's claim batch; its concurrency is three times this.
     burn_down_batch: usize,
 }
 
