@@ -492,8 +492,9 @@ mod tests {
         plan.join("\n")
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_large_claim_updates_its_rows_found_by_primary_key() {
+    /// A fresh database holding 20,000 ready jobs, analysed.
+    async fn analysed_backlog()
+    -> (greenlight_testkit::postgres::TestDb, diesel_async::AsyncPgConnection) {
         use greenlight_testkit::postgres::{TestDb, execute};
 
         let db = TestDb::new().await;
@@ -506,6 +507,12 @@ mod tests {
         .await
         .expect("load");
         execute(&mut conn, "ANALYZE greenlight_queue").await.expect("analyze");
+        (db, conn)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_claim_updates_its_rows_found_by_primary_key() {
+        let (_db, mut conn) = analysed_backlog().await;
 
         // A large claim: a quarter of the ready rows.
         let claim = super::CLAIM
@@ -530,18 +537,9 @@ mod tests {
     /// drain check must not trust them into reading every finished job.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_drain_check_probes_indexes_even_with_stale_statistics() {
-        use greenlight_testkit::postgres::{TestDb, execute};
+        use greenlight_testkit::postgres::execute;
 
-        let db = TestDb::new().await;
-        let mut conn = db.connect().await;
-        execute(
-            &mut conn,
-            "INSERT INTO greenlight_queue (learner_id, request_payload) \
-             SELECT gen_random_uuid(), '{}' FROM generate_series(1, 20000)",
-        )
-        .await
-        .expect("load");
-        execute(&mut conn, "ANALYZE greenlight_queue").await.expect("analyze");
+        let (_db, mut conn) = analysed_backlog().await;
         execute(
             &mut conn,
             "UPDATE greenlight_queue SET status = 'complete', completed_at = now(), \
