@@ -179,8 +179,8 @@ pub(crate) fn burn_down_child(args: Vec<String>) -> Result<()> {
         let worker = Worker::builder(store, NoOp)
             .concurrency(batch * SLOTS_PER_BATCH)
             .batch_size(batch)
-            .claims_in_flight(clients.min(greenlight::worker::MAX_CLAIMS_IN_FLIGHT))
-            .completions_in_flight(clients.min(greenlight::worker::MAX_CLAIMS_IN_FLIGHT))
+            .claims_in_flight(clients.min(greenlight::worker::MAX_STATEMENTS_IN_FLIGHT))
+            .completions_in_flight(clients.min(greenlight::worker::MAX_STATEMENTS_IN_FLIGHT))
             .retention(Retention::keep_everything())
             .drain(true)
             .build()?;

@@ -39,11 +39,12 @@ impl Retention {
     }
 }
 
-/// The most claims [`WorkerConfig::claims_in_flight`] allows, and the most
-/// writes [`WorkerConfig::completions_in_flight`] allows: each holds a
-/// database connection while it runs, and more than a few only queue up
-/// for the pool.
-pub const MAX_CLAIMS_IN_FLIGHT: usize = 16;
+/// The most statements of one kind a worker may have in flight at once:
+/// the bound on [`WorkerConfig::claims_in_flight`] and on
+/// [`WorkerConfig::completions_in_flight`]. Each statement holds a database
+/// connection while it runs, and more than a few only queue up for the
+/// pool.
+pub const MAX_STATEMENTS_IN_FLIGHT: usize = 16;
 
 /// A worker's settings; every field has a documented default.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,13 +68,14 @@ pub struct WorkerConfig {
     /// than one database connection busy, each connection taking claims
     /// and completions in turn. An idle worker claims one at a time
     /// whatever this says. With the default concurrency and batch size
-    /// the slots never allow a second claim. Default: 2.
+    /// the slots never allow a second claim. From 1 to
+    /// [`MAX_STATEMENTS_IN_FLIGHT`]; default: 2.
     pub claims_in_flight: usize,
     /// The most completion writes in flight at once. While one is in
     /// flight, another starts only for at least half of the most one write
     /// carries (500 completions); fewer wait for a writer, so that a busy
     /// worker writes in batches. Two keep pace with two claims in flight.
-    /// Default: 2.
+    /// From 1 to [`MAX_STATEMENTS_IN_FLIGHT`]; default: 2.
     pub completions_in_flight: usize,
     /// How long a claim holds a job without a heartbeat. Heartbeats come
     /// every third of it. Default: 30 s: long enough to ride out a slow
@@ -130,16 +132,17 @@ impl WorkerConfig {
         if self.batch_size == 0 || self.batch_size > MAX_BATCH {
             return Err(Error::invalid("batch_size", format!("must be from 1 to {MAX_BATCH}")));
         }
-        if self.claims_in_flight == 0 || self.claims_in_flight > MAX_CLAIMS_IN_FLIGHT {
+        if self.claims_in_flight == 0 || self.claims_in_flight > MAX_STATEMENTS_IN_FLIGHT {
             return Err(Error::invalid(
                 "claims_in_flight",
-                format!("must be from 1 to {MAX_CLAIMS_IN_FLIGHT}"),
+                format!("must be from 1 to {MAX_STATEMENTS_IN_FLIGHT}"),
             ));
         }
-        if self.completions_in_flight == 0 || self.completions_in_flight > MAX_CLAIMS_IN_FLIGHT {
+        if self.completions_in_flight == 0 || self.completions_in_flight > MAX_STATEMENTS_IN_FLIGHT
+        {
             return Err(Error::invalid(
                 "completions_in_flight",
-                format!("must be from 1 to {MAX_CLAIMS_IN_FLIGHT}"),
+                format!("must be from 1 to {MAX_STATEMENTS_IN_FLIGHT}"),
             ));
         }
         if self.lease < Duration::from_millis(30) {

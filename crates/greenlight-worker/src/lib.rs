@@ -44,7 +44,7 @@ mod executor;
 mod metrics;
 mod worker;
 
-pub use config::{MAX_CLAIMS_IN_FLIGHT, Retention, WorkerConfig};
+pub use config::{MAX_STATEMENTS_IN_FLIGHT, Retention, WorkerConfig};
 pub use executor::{ExecuteError, Executor, FnExecutor, JobContext};
 pub use metrics::Metrics;
 pub use worker::{Worker, WorkerBuilder, WorkerHandle, shutdown_signal};

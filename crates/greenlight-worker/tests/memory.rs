@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use greenlight_core::{Error, LearnerId, ManualClock, NewJob, RetryPolicy, Store};
 use greenlight_memory::MemoryStore;
-use greenlight_worker::{ExecuteError, FnExecutor, MAX_CLAIMS_IN_FLIGHT, Worker};
+use greenlight_worker::{ExecuteError, FnExecutor, MAX_STATEMENTS_IN_FLIGHT, Worker};
 use serde_json::json;
 
 mod common;
@@ -35,7 +35,7 @@ async fn bad_settings_are_refused() {
     let tiny_lease =
         Worker::builder(store.clone(), executor()).lease(Duration::from_millis(1)).build();
     assert!(matches!(tiny_lease, Err(Error::InvalidInput { field: "lease", .. })));
-    for count in [0, MAX_CLAIMS_IN_FLIGHT + 1] {
+    for count in [0, MAX_STATEMENTS_IN_FLIGHT + 1] {
         let refused = Worker::builder(store.clone(), executor()).claims_in_flight(count).build();
         assert!(matches!(refused, Err(Error::InvalidInput { field: "claims_in_flight", .. })));
         let refused =
