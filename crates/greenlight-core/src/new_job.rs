@@ -62,7 +62,7 @@ impl Schedule {
 /// assert_eq!(error.to_string(), "invalid request_payload: must be a JSON object or array");
 /// # Ok::<(), greenlight_core::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct NewJob {
     learner_id: LearnerId,
     atom_id: Option<AtomId>,
@@ -74,6 +74,33 @@ pub struct NewJob {
     idempotency_key: Option<IdempotencyKey>,
     /// The limits the payload was checked against when built.
     checked_against: PayloadLimits,
+}
+
+/// Two jobs are equal when they ask for the same thing: the limits a
+/// payload was checked against when it was built are not part of the job.
+impl PartialEq for NewJob {
+    fn eq(&self, other: &Self) -> bool {
+        // Every field named, so that a new one must be placed here too.
+        let Self {
+            learner_id,
+            atom_id,
+            request_payload,
+            max_retries,
+            priority,
+            schedule,
+            execution_id,
+            idempotency_key,
+            checked_against: _,
+        } = self;
+        *learner_id == other.learner_id
+            && *atom_id == other.atom_id
+            && *request_payload == other.request_payload
+            && *max_retries == other.max_retries
+            && *priority == other.priority
+            && *schedule == other.schedule
+            && *execution_id == other.execution_id
+            && *idempotency_key == other.idempotency_key
+    }
 }
 
 impl NewJob {

@@ -268,6 +268,20 @@ fn payload_limits_bound_size_and_depth() {
 }
 
 #[test]
+fn new_jobs_compare_by_what_they_ask_not_by_the_limits_they_were_checked_against() {
+    let learner = LearnerId::random();
+    let build = |limits: greenlight_core::PayloadLimits| {
+        NewJob::builder(learner, json!({"code": "print(1)"})).priority(3).limits(limits).build()
+    };
+    let loose = build(greenlight_core::PayloadLimits::default()).expect("valid");
+    let tight =
+        build(greenlight_core::PayloadLimits { max_bytes: 64, max_depth: 3 }).expect("valid");
+    assert_eq!(loose, tight);
+    let other = NewJob::builder(learner, json!({"code": "print(1)"})).priority(4).build();
+    assert_ne!(loose, other.expect("valid"));
+}
+
+#[test]
 fn retry_policy_rejects_nonsense() {
     assert!(RetryPolicy::new(Duration::ZERO, 2.0, secs(1), 0.1).is_err());
     assert!(RetryPolicy::new(secs(1), 0.5, secs(10), 0.1).is_err());
