@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use greenlight_core::chrono::{DateTime, Utc};
 use greenlight_core::serde_json::Value;
 use greenlight_core::{AtomId, ExecutionId, JobId, LearnerId, MAX_BATCH, Status};
+use greenlight_worker::MAX_STATEMENTS_IN_FLIGHT;
 
 use crate::duration;
 
@@ -156,6 +157,14 @@ pub(crate) struct WorkArgs {
     /// The most jobs one claim takes. Default: the concurrency.
     #[arg(long = "batch", value_name = "N", value_parser = positive_count, allow_hyphen_values = true)]
     pub(crate) batch_size: Option<usize>,
+    /// The most claims at once while a backlog lasts, each on a connection
+    /// of its own (from 1 to 16).
+    #[arg(long, value_name = "N", default_value = "2", value_parser = statements_in_flight, allow_hyphen_values = true)]
+    pub(crate) claims_in_flight: usize,
+    /// The most writes of finished jobs' outcomes at once, each on a
+    /// connection of its own (from 1 to 16).
+    #[arg(long, value_name = "N", default_value = "2", value_parser = statements_in_flight, allow_hyphen_values = true)]
+    pub(crate) completions_in_flight: usize,
     /// How long a claim holds a job without a heartbeat.
     #[arg(long, default_value = "30s", value_parser = duration::parse)]
     pub(crate) lease: Duration,
@@ -311,6 +320,14 @@ fn positive_count(text: &str) -> Result<usize, String> {
     Ok(value as usize)
 }
 
+fn statements_in_flight(text: &str) -> Result<usize, String> {
+    let value = count(text)?;
+    if value == 0 || value > MAX_STATEMENTS_IN_FLIGHT as u64 {
+        return Err(format!("must be from 1 to {MAX_STATEMENTS_IN_FLIGHT} (got {value})"));
+    }
+    Ok(value as usize)
+}
+
 fn list_limit(text: &str) -> Result<usize, String> {
     positive_count(text)
 }
@@ -347,6 +364,9 @@ mod tests {
         assert_eq!(count("3"), Ok(3));
         assert!(count("-1").unwrap_err().contains("negative"));
         assert!(positive_count("0").is_err());
+        assert_eq!(statements_in_flight("16"), Ok(16));
+        assert!(statements_in_flight("0").unwrap_err().contains("from 1 to 16"));
+        assert!(statements_in_flight("17").unwrap_err().contains("from 1 to 16"));
     }
 
     #[test]

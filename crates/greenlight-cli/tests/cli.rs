@@ -46,6 +46,42 @@ async fn enqueued_jobs_are_completed_by_a_draining_worker_and_stats_and_list_agr
 }
 
 #[tokio::test]
+async fn a_backlog_drains_with_several_claims_and_writes_in_flight() {
+    let db = TestDb::new().await;
+    let url = db.url();
+    let mut conn = db.connect().await;
+    execute(
+        &mut conn,
+        "INSERT INTO greenlight_queue (learner_id, request_payload) \
+         SELECT gen_random_uuid(), '{}' FROM generate_series(1, 40)",
+    )
+    .await
+    .expect("a backlog");
+
+    let summary = run_ok(
+        url,
+        &[
+            "work",
+            "--drain",
+            "--concurrency",
+            "8",
+            "--batch",
+            "2",
+            "--claims-in-flight",
+            "4",
+            "--completions-in-flight",
+            "3",
+            "--",
+            "true",
+        ],
+    );
+    assert!(summary.contains("40 completed"), "{summary}");
+    let stats = run_json(url, &["stats"]);
+    assert_eq!(stats["complete"], 40, "{stats}");
+    assert_eq!(stats["total"], 40, "{stats}");
+}
+
+#[tokio::test]
 async fn a_program_that_fails_twice_then_succeeds_leaves_retry_count_2() {
     let db = TestDb::new().await;
     let url = db.url();
@@ -234,6 +270,8 @@ async fn bad_input_exits_2_with_one_line_and_writes_nothing() {
         (vec!["enqueue", "--learner", LEARNER, "--max-retries", "-1"], "negative"),
         (vec!["list", "--limit", "-5"], "negative"),
         (vec!["work", "--concurrency", "-2", "--", "true"], "negative"),
+        (vec!["work", "--claims-in-flight", "0", "--", "true"], "from 1 to 16"),
+        (vec!["work", "--completions-in-flight", "17", "--", "true"], "from 1 to 16"),
         (vec!["enqueue", "--learner", LEARNER, "--delay", "soon"], "duration"),
         (vec!["prune", "--older-than", "7 days"], "duration"),
         (vec!["work", "--lease", "30", "--", "true"], "duration"),

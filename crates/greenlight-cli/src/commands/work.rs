@@ -44,14 +44,17 @@ pub(crate) async fn run(url: &str, args: WorkArgs, json: bool) -> CliResult {
                 Human(args.retry_base)
             ))
         })?;
-    // The claim loop, the completer, the rescuer and a heartbeat or two at
-    // a time: a few connections beyond a handful of jobs are enough.
-    let connections = args.concurrency.min(16) + 4;
+    // The claims and the completion writes in flight, the rescuer, the
+    // drain check and a heartbeat or two at a time: a few connections
+    // beyond those and a handful of jobs are enough.
+    let connections = args.concurrency.min(16) + args.claims_in_flight + args.completions_in_flight;
     let pg_store = Arc::new(open_with(url, connections, policy)?);
     let store: Arc<dyn Store> = Arc::clone(&pg_store) as Arc<dyn Store>;
     let executor = ProcessExecutor::new(&args.command, args.timeout);
     let mut builder = Worker::builder(Arc::clone(&store), executor)
         .concurrency(args.concurrency)
+        .claims_in_flight(args.claims_in_flight)
+        .completions_in_flight(args.completions_in_flight)
         .lease(args.lease)
         .poll_interval(args.poll)
         .shutdown_grace(args.grace)
