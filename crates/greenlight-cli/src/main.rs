@@ -4,7 +4,8 @@
 //!   read;
 //! - [`commands`]: one function per subcommand, over the PostgreSQL store;
 //! - [`process`]: the executor of `greenlight work`, which runs a program
-//!   per job;
+//!   per job; [`reaper`]: the process beside a worker that kills those
+//!   programs should the worker be killed outright;
 //! - [`demo`]: a simulated workload on the in-memory store;
 //! - [`output`]: tables and JSON on stdout; [`progress`]: logs and progress
 //!   bars on stderr;
@@ -21,6 +22,7 @@ mod error;
 mod output;
 mod process;
 mod progress;
+mod reaper;
 
 use std::process::ExitCode;
 
@@ -31,6 +33,9 @@ use crate::args::{Cli, Command};
 use crate::error::CliError;
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|first| first == reaper::ARGUMENT) {
+        return reaper::run();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => return usage_error(&error),

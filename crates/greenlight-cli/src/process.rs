@@ -23,6 +23,8 @@
 //! ends, whatever it left running in that group is killed too: its result
 //! is what it wrote before it exited (read for a further 250 ms at most),
 //! and a background process holding its output does not hold the job.
+//! Should the worker itself be killed outright, the [`Reaper`] kills the
+//! groups it left.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -38,6 +40,7 @@ use tokio::process::Command;
 use tracing::{debug, info, warn};
 
 use crate::duration::Human;
+use crate::reaper::Reaper;
 
 /// The exit code that fails a job for good: `EX_DATAERR` from sysexits.h,
 /// "the input data was incorrect", which is what a permanent failure means.
@@ -65,14 +68,17 @@ pub(crate) struct ProcessExecutor {
     program: String,
     args: Vec<String>,
     timeout: Duration,
+    /// Told of every program's process group while it runs.
+    reaper: Option<Arc<Reaper>>,
 }
 
 impl ProcessExecutor {
     /// An executor for `command` (the program, then its arguments) that
-    /// kills a run after `timeout`. `command` must not be empty.
-    pub(crate) fn new(command: &[String], timeout: Duration) -> Self {
+    /// kills a run after `timeout`, and tells `reaper` of each program's
+    /// process group while it runs. `command` must not be empty.
+    pub(crate) fn new(command: &[String], timeout: Duration, reaper: Option<Arc<Reaper>>) -> Self {
         let (program, args) = command.split_first().expect("clap requires a command");
-        Self { program: program.clone(), args: args.to_vec(), timeout }
+        Self { program: program.clone(), args: args.to_vec(), timeout, reaper }
     }
 
     fn command(&self, job: &Job<Executing>, context: &JobContext) -> Command {
@@ -123,9 +129,10 @@ impl Executor for ProcessExecutor {
         let payload = serde_json::to_vec(&job.data().request_payload).map_err(|error| {
             ExecuteError::permanent(format!("cannot encode the request: {error}"))
         })?;
+        // From here on, every way out kills the program's group.
+        let group = Group::new(child.id(), self.reaper.as_deref());
         let tail = Arc::new(Mutex::new(Tail::default()));
         let out = Mutex::new(Stdout::default());
-        let group = child.id();
 
         let run = async {
             let streams = async {
@@ -168,7 +175,7 @@ impl Executor for ProcessExecutor {
         // Leaving this function drops the child, and kill_on_drop kills it:
         // that is how the timeout and a cancellation stop the program.
         // Whatever it started in its process group goes too, on every way
-        // out.
+        // out, when `group` is dropped.
         let tail_text = || tail.lock().unwrap_or_else(PoisonError::into_inner).text();
         let outcome = tokio::select! {
             outcome = run => outcome,
@@ -180,7 +187,7 @@ impl Executor for ProcessExecutor {
                 Err(ExecuteError::retryable(with_stderr(&what, &tail_text())))
             }
         };
-        kill_group(group);
+        drop(group);
         let status = outcome?;
         let stdout = out.into_inner().unwrap_or_else(PoisonError::into_inner);
         interpret(status, &stdout, &tail_text())
@@ -280,11 +287,37 @@ async fn read_bounded(
 /// the wait for a process it left behind holding them.
 const READ_AFTER_EXIT: Duration = Duration::from_millis(250);
 
+/// A running program's process group (its id is the program's pid): killed,
+/// with whatever is left in it, when this is dropped, and watched by the
+/// reaper until then.
+struct Group<'a> {
+    pid: Option<u32>,
+    reaper: Option<&'a Reaper>,
+}
+
+impl<'a> Group<'a> {
+    fn new(pid: Option<u32>, reaper: Option<&'a Reaper>) -> Self {
+        if let (Some(pid), Some(reaper)) = (pid, reaper) {
+            reaper.watch(pid);
+        }
+        Self { pid, reaper }
+    }
+}
+
+impl Drop for Group<'_> {
+    fn drop(&mut self) {
+        kill_group(self.pid);
+        if let (Some(pid), Some(reaper)) = (self.pid, self.reaper) {
+            reaper.release(pid);
+        }
+    }
+}
+
 /// Kills what is left of the program's process group (it runs in one of
 /// its own, whose id is its pid): the background processes it started.
 /// Nothing to do, and no error, when the group is already empty.
 #[cfg(unix)]
-fn kill_group(pid: Option<u32>) {
+pub(crate) fn kill_group(pid: Option<u32>) {
     use nix::sys::signal::{Signal, killpg};
     use nix::unistd::Pid;
 
@@ -297,7 +330,7 @@ fn kill_group(pid: Option<u32>) {
 }
 
 #[cfg(not(unix))]
-fn kill_group(_pid: Option<u32>) {}
+pub(crate) fn kill_group(_pid: Option<u32>) {}
 
 /// Reads stderr line by line while the program runs: records execution
 /// ids as they appear and keeps the tail for failure messages. Fails only

@@ -204,6 +204,65 @@ async fn sigterm_past_the_grace_gives_the_running_job_back_without_spending_a_re
     assert_eq!(job["attempt"], 1);
 }
 
+/// A worker killed outright (SIGKILL) cannot stop the program it runs; its
+/// reaper does, with what the program started in its process group.
+/// Otherwise the program would run on while the job, its lease expired,
+/// runs again elsewhere.
+#[tokio::test]
+async fn a_worker_killed_outright_takes_its_programs_with_it() {
+    let db = TestDb::new().await;
+    let url = db.url();
+    enqueue(url, &[]);
+    let marks = tempfile::tempdir().expect("a temporary directory");
+    let program = marks.path().join("program");
+    let background = marks.path().join("background");
+
+    // Each pid file appears whole (written, then renamed).
+    let script = format!(
+        "sleep 300 & echo $! > '{background}.tmp'; mv '{background}.tmp' '{background}'; \
+         echo $$ > '{program}.tmp'; mv '{program}.tmp' '{program}'; wait",
+        background = background.display(),
+        program = program.display(),
+    );
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_greenlight"))
+        .args(["--database-url", url, "work", "--", "sh", "-c", &script])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the worker");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !program.exists() {
+        assert!(std::time::Instant::now() < deadline, "the job never started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let pid_in = |path: &Path| -> u32 {
+        std::fs::read_to_string(path).expect("a pid file").trim().parse().expect("a pid")
+    };
+    let pids = [pid_in(&program), pid_in(&background)];
+    assert!(pids.iter().all(|&pid| running(pid)), "the program is not running: {pids:?}");
+
+    worker.kill().expect("SIGKILL the worker");
+    // Its stderr ends when the reaper, which shares it, has exited.
+    let output = worker.wait_with_output().expect("the worker is gone");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("programs of 1 job(s)"), "{stderr}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pids.iter().any(|&pid| running(pid)) {
+        assert!(std::time::Instant::now() < deadline, "the program outlived its worker: {pids:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether `pid` is a live process (a zombie is not: it has ended and
+/// only waits for its parent to read its status).
+fn running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // The state follows the command name, which is in parentheses.
+    let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+    !matches!(state, None | Some('Z' | 'X'))
+}
+
 /// A program that exits 0 but leaves a background process holding its
 /// stdout completes with what it printed, and the background process is
 /// killed with its process group rather than waited for.

@@ -16,6 +16,7 @@ use crate::error::{CliError, CliResult};
 use crate::output;
 use crate::process::ProcessExecutor;
 use crate::progress;
+use crate::reaper::Reaper;
 
 /// The multiplier between consecutive retry delays: the usual doubling.
 const RETRY_MULTIPLIER: f64 = 2.0;
@@ -50,7 +51,17 @@ pub(crate) async fn run(url: &str, args: WorkArgs, json: bool) -> CliResult {
     let connections = args.concurrency.min(16) + args.claims_in_flight + args.completions_in_flight;
     let pg_store = Arc::new(open_with(url, connections, policy)?);
     let store: Arc<dyn Store> = Arc::clone(&pg_store) as Arc<dyn Store>;
-    let executor = ProcessExecutor::new(&args.command, args.timeout);
+    let reaper = match Reaper::start() {
+        Ok(reaper) => Some(Arc::new(reaper)),
+        Err(error) => {
+            tracing::warn!(
+                %error,
+                "cannot start the reaper: programs would outlive a worker that is killed outright"
+            );
+            None
+        }
+    };
+    let executor = ProcessExecutor::new(&args.command, args.timeout, reaper.clone());
     let mut builder = Worker::builder(Arc::clone(&store), executor)
         .concurrency(args.concurrency)
         .claims_in_flight(args.claims_in_flight)
