@@ -121,6 +121,8 @@ impl Executor for ProcessExecutor {
             // job's fault; once it is fixed the job should run.
             ExecuteError::retryable(format!("cannot start {:?}: {error}", self.program))
         })?;
+        // From here on, every way out kills the program's group.
+        let group = Group::new(child.id(), self.reaper.as_deref());
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
@@ -129,8 +131,6 @@ impl Executor for ProcessExecutor {
         let payload = serde_json::to_vec(&job.data().request_payload).map_err(|error| {
             ExecuteError::permanent(format!("cannot encode the request: {error}"))
         })?;
-        // From here on, every way out kills the program's group.
-        let group = Group::new(child.id(), self.reaper.as_deref());
         let tail = Arc::new(Mutex::new(Tail::default()));
         let out = Mutex::new(Stdout::default());
 
