@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use greenlight_testkit::postgres::{TestDb, execute};
+use greenlight_testkit::postgres::{TestDb, execute, insert_ready_jobs};
 use serde_json::Value;
 
 mod common;
@@ -50,13 +50,7 @@ async fn a_backlog_drains_with_several_claims_and_writes_in_flight() {
     let db = TestDb::new().await;
     let url = db.url();
     let mut conn = db.connect().await;
-    execute(
-        &mut conn,
-        "INSERT INTO greenlight_queue (learner_id, request_payload) \
-         SELECT gen_random_uuid(), '{}' FROM generate_series(1, 40)",
-    )
-    .await
-    .expect("a backlog");
+    assert_eq!(insert_ready_jobs(&mut conn, 40).await.expect("a backlog"), 40);
 
     let summary = run_ok(
         url,
@@ -175,19 +169,9 @@ async fn sigterm_past_the_grace_gives_the_running_job_back_without_spending_a_re
     let markers = tempfile::tempdir().expect("a temporary directory");
     let started = markers.path().join("started");
 
-    let worker = std::process::Command::new(env!("CARGO_BIN_EXE_greenlight"))
-        .args(["--database-url", url, "work", "--grace", "200ms", "--", "sh", "-c"])
-        .arg(format!("touch '{}'; exec sleep 30", started.display()))
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the worker");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !started.exists() {
-        assert!(std::time::Instant::now() < deadline, "the job never started");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let script = format!("touch '{}'; exec sleep 30", started.display());
+    let worker = spawn_worker(url, &["--grace", "200ms", "--", "sh", "-c", &script]);
+    wait_for_file(&started).await;
     let signalled = std::process::Command::new("kill")
         .args(["-TERM", &worker.id().to_string()])
         .status()
@@ -224,18 +208,8 @@ async fn a_worker_killed_outright_takes_its_programs_with_it() {
         background = background.display(),
         program = program.display(),
     );
-    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_greenlight"))
-        .args(["--database-url", url, "work", "--", "sh", "-c", &script])
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the worker");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !program.exists() {
-        assert!(std::time::Instant::now() < deadline, "the job never started");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let mut worker = spawn_worker(url, &["--", "sh", "-c", &script]);
+    wait_for_file(&program).await;
     let pid_in = |path: &Path| -> u32 {
         std::fs::read_to_string(path).expect("a pid file").trim().parse().expect("a pid")
     };
@@ -250,6 +224,28 @@ async fn a_worker_killed_outright_takes_its_programs_with_it() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while pids.iter().any(|&pid| running(pid)) {
         assert!(std::time::Instant::now() < deadline, "the program outlived its worker: {pids:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Starts `greenlight work` with `args` in the background, its stdout and
+/// stderr piped.
+fn spawn_worker(url: &str, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_greenlight"))
+        .args(["--database-url", url, "work"])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the worker")
+}
+
+/// Waits for a job's program to create `path`; fails the test after 30 s.
+async fn wait_for_file(path: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !path.exists() {
+        assert!(std::time::Instant::now() < deadline, "the job never started");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

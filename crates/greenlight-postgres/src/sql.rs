@@ -495,17 +495,11 @@ mod tests {
     /// A fresh database holding 20,000 ready jobs, analysed.
     async fn analysed_backlog()
     -> (greenlight_testkit::postgres::TestDb, diesel_async::AsyncPgConnection) {
-        use greenlight_testkit::postgres::{TestDb, execute};
+        use greenlight_testkit::postgres::{TestDb, execute, insert_ready_jobs};
 
         let db = TestDb::new().await;
         let mut conn = db.connect().await;
-        execute(
-            &mut conn,
-            "INSERT INTO greenlight_queue (learner_id, request_payload) \
-             SELECT gen_random_uuid(), '{}' FROM generate_series(1, 20000)",
-        )
-        .await
-        .expect("load");
+        assert_eq!(insert_ready_jobs(&mut conn, 20_000).await.expect("load"), 20_000);
         execute(&mut conn, "ANALYZE greenlight_queue").await.expect("analyze");
         (db, conn)
     }

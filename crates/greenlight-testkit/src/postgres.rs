@@ -242,3 +242,16 @@ pub async fn run_sql(connection: &mut AsyncPgConnection, sql: &str) -> diesel::Q
 pub async fn execute(connection: &mut AsyncPgConnection, sql: &str) -> diesel::QueryResult<usize> {
     diesel::sql_query(sql).execute(connection).await
 }
+
+/// Inserts `count` ready jobs with an empty request in one statement, as a
+/// backlog for plans and drains; returns how many went in.
+pub async fn insert_ready_jobs(
+    connection: &mut AsyncPgConnection,
+    count: u32,
+) -> diesel::QueryResult<usize> {
+    let sql = format!(
+        "INSERT INTO greenlight_queue (learner_id, request_payload) \
+         SELECT gen_random_uuid(), '{{}}' FROM generate_series(1, {count})"
+    );
+    execute(connection, &sql).await
+}
