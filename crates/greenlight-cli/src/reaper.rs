@@ -98,7 +98,10 @@ pub(crate) fn run() -> ExitCode {
         kill_group(Some(group));
     }
     if left > 0 {
-        eprintln!(
+        // Not eprintln!, which panics when stderr is gone (a closed
+        // terminal may be why the worker ended).
+        let _ = writeln!(
+            std::io::stderr(),
             "greenlight: the worker ended without stopping the programs of {left} job(s); \
              they were killed"
         );
