@@ -61,7 +61,7 @@ pub(crate) async fn run(url: &str, args: WorkArgs, json: bool) -> CliResult {
             None
         }
     };
-    let executor = ProcessExecutor::new(&args.command, args.timeout, reaper.clone());
+    let executor = ProcessExecutor::new(&args.command, args.timeout, reaper);
     let mut builder = Worker::builder(Arc::clone(&store), executor)
         .concurrency(args.concurrency)
         .claims_in_flight(args.claims_in_flight)
